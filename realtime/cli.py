@@ -1,0 +1,128 @@
+"""The `mlx-realtime` command: serve, and build the demo model. Logging is set up here, once."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
+
+log = logging.getLogger("realtime")
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"MLX_REALTIME_{name}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlx-realtime",
+        description="OpenAI-Realtime-compatible voice-and-vision server for Gemma 4 on MLX.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="logging verbosity (env MLX_REALTIME_LOG_LEVEL; default INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the realtime server")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (env MLX_REALTIME_HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000") or 8000), help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)")
+    serve.add_argument(
+        "--model",
+        default=_env("MODEL"),
+        help="local directory or Hugging Face repo id of a gemma4 / gemma4_unified model "
+        "(env MLX_REALTIME_MODEL; default: the embedded tiny demo model, which answers random text)",
+    )
+    serve.add_argument("--api-key", default=_env("API_KEY"), help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)")
+    serve.add_argument("--instructions", default=_env("INSTRUCTIONS", SessionSettings.instructions), help="default system instructions (env MLX_REALTIME_INSTRUCTIONS)")
+    serve.add_argument(
+        "--max-output-tokens",
+        type=int,
+        default=int(_env("MAX_OUTPUT_TOKENS", "1024") or 1024),
+        help=f"default cap on tokens per answer, 1-{MAX_OUTPUT_TOKENS_LIMIT} (env MLX_REALTIME_MAX_OUTPUT_TOKENS; default 1024)",
+    )
+    serve.add_argument("--max-sessions", type=int, default=int(_env("MAX_SESSIONS", "16") or 16), help="concurrent sessions before new ones are closed with 1013 (env MLX_REALTIME_MAX_SESSIONS; default 16)")
+    serve.add_argument("--web-dir", type=Path, default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"), help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR)")
+
+    demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
+    demo.add_argument("directory", type=Path)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.command == "make-demo-model":
+        from .engine.demo_model import build_demo_model
+
+        path = build_demo_model(args.directory, seed=args.seed)
+        print(f"wrote the demo model to {path}")
+        return 0
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .engine.loading import resolve_model_path
+    from .engine.mlx_backend import MlxBackend
+    from .engine.worker import EngineWorker
+    from .server import RealtimeServer, ServerConfig
+
+    if args.host not in LOOPBACK_HOSTS and not args.api_key:
+        log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
+    model_path, is_demo = resolve_model_path(args.model)
+    if is_demo:
+        log.warning(
+            "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
+            "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
+        )
+    worker = EngineWorker(MlxBackend(model_path))
+    log.info("loading %s", model_path)
+    worker.start()
+    defaults = SessionSettings(
+        model=args.model or "gemma-4-demo",
+        instructions=args.instructions,
+        max_output_tokens=args.max_output_tokens,
+    )
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        max_sessions=args.max_sessions,
+        web_dir=args.web_dir,
+        session_defaults=defaults,
+    )
+    try:
+        asyncio.run(_run(RealtimeServer(config, worker)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+    return 0
+
+
+async def _run(server: RealtimeServer) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with server.running() as ws_server:
+        host, port = next(iter(ws_server.sockets)).getsockname()[:2]
+        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        # Scripts and tests wait for this exact line on stdout.
+        print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
+        log.info("open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port)
+        await stop.wait()

@@ -1,0 +1,72 @@
+"""A scripted backend for protocol tests: deterministic replies that describe what it was given."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .interface import (
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioPart,
+    EngineOutput,
+    GenerationDone,
+    GenerationRequest,
+    ImagePart,
+    TextDelta,
+    TextPart,
+    Usage,
+)
+
+
+def describe_request(request: GenerationRequest) -> str:
+    """What the model was given, as text a test can check: the last user turn's parts."""
+    user_turns = [t for t in request.turns if t.role == "user"]
+    if not user_turns:
+        return "nothing to answer"
+    words = []
+    for part in user_turns[-1].parts:
+        if isinstance(part, TextPart):
+            words.append(f"text:{part.text}")
+        elif isinstance(part, AudioPart):
+            words.append(f"audio:{len(part.samples) * 1000 // ENGINE_SAMPLE_RATE_HZ}ms")
+        elif isinstance(part, ImagePart):
+            words.append(f"image:{part.image.width}x{part.image.height}")
+    return " ".join(words)
+
+
+@dataclass
+class FakeBackend:
+    """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart."""
+
+    reply: Callable[[GenerationRequest], str] = describe_request
+    seconds_per_token: float = 0.0
+    requests: list[GenerationRequest] = field(default_factory=list)
+    dropped_sessions: list[str] = field(default_factory=list)
+
+    def load(self) -> None:
+        pass
+
+    def generate(
+        self, request: GenerationRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput]:
+        self.requests.append(request)
+        words = self.reply(request).split(" ")
+        limit = request.max_output_tokens or len(words)
+        n_input = sum(len(t.parts) for t in request.turns)
+        n_output = 0
+        for i, word in enumerate(words[:limit]):
+            if should_stop():
+                yield GenerationDone(
+                    request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output)
+                )
+                return
+            # Simulated compute time on the engine thread, so cancels can land mid-answer.
+            time.sleep(self.seconds_per_token)
+            n_output += 1
+            yield TextDelta(request.response_id, word if i == 0 else " " + word)
+        reason = "max_tokens" if limit < len(words) else "end_of_turn"
+        yield GenerationDone(request.response_id, reason, Usage(n_input, 0, 0, 0, n_output))
+
+    def drop_session(self, session_id: str) -> None:
+        self.dropped_sessions.append(session_id)

@@ -1,0 +1,285 @@
+"""The real backend: Gemma 4 through mlx-vlm, with a KV cache per session that grows turn by turn."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from PIL import Image
+
+from .conversation_cache import CacheSnapshot, ConversationCache
+from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
+from .interface import (
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioPart,
+    EngineOutput,
+    GenerationDone,
+    GenerationRequest,
+    ImagePart,
+    StopReason,
+    TextDelta,
+    TextPart,
+    Turn,
+    Usage,
+)
+from .loading import LoadedModel, load_model
+from .media import MediaEncoder
+from .prefill import EmbeddingPiece, Piece, Prefiller, TokenPiece, split_into_chunks
+from .prompt import ChatTokens, Prompt, PromptRenderer, Reply
+from .sampling import Sampler, suppression_mask
+
+DEFAULT_PREFILL_CHUNK_TOKENS = 512
+# Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+
+# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields, so the
+# worker can step the next session; the interface's outputs are TextDelta or GenerationDone, so "no text
+# yet" is an empty TextDelta.
+
+
+@dataclass
+class _Session:
+    cache: ConversationCache
+    replies: dict[str, Reply] = field(default_factory=dict)
+    # Set while one of its requests is using the cache; a second one meanwhile gets a scratch cache.
+    busy: bool = False
+
+
+class _Answer:
+    def __init__(self, tokenizer: Any) -> None:
+        self.token_ids: list[int] = []
+        self.text = ""
+        self._thinking = ThinkingFilter()
+        self._detokenizer = StreamingDetokenizer(tokenizer)
+
+    def add(self, token_id: int) -> str:
+        self.token_ids.append(token_id)
+        delta = self._detokenizer.add(token_id) if self._thinking.visible(token_id) else ""
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        tail = self._detokenizer.flush()
+        self.text += tail
+        return tail
+
+    def reply(self) -> Reply:
+        return Reply(tuple(self.token_ids), self.text)
+
+
+class MlxBackend:
+    """Implements interface.Backend. Cheap to construct; `load()` (on the engine thread) does the work.
+
+    Cancellation policy: a cancelled answer stays in the cache as what was said, up to its last token,
+    so when the session keeps the truncated assistant item the next turn extends the cache without trimming.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | LoadedModel,
+        *,
+        prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS,
+        max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+    ) -> None:
+        self._source = model
+        self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._max_output_tokens = max_output_tokens
+        self._sessions: dict[str, _Session] = {}
+        self.loaded: LoadedModel | None = None
+
+    def load(self) -> None:
+        source = self._source
+        self.loaded = source if isinstance(source, LoadedModel) else load_model(Path(source))
+        model, processor = self.loaded.model, self.loaded.processor
+        self._media = MediaEncoder(model, processor, self.loaded.model_type)
+        self._renderer = PromptRenderer(
+            processor.tokenizer, ChatTokens.from_processor(processor), self._media.count_tokens
+        )
+        self._rules = TokenRules.for_model(model.config)
+        self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
+        self._prefiller = Prefiller(model)
+        self._keep_images_whole = self.loaded.model_type == "gemma4_unified"
+        self._warm_up()
+
+    def generate(
+        self, request: GenerationRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput]:
+        session = self._session(request.session_id)
+        in_session = request.use_session_cache and not session.busy
+        cache = session.cache if in_session else self._new_cache()
+        answer = _Answer(self.loaded.processor.tokenizer)
+        prompt = self._renderer.render(request.instructions, request.turns, session.replies)
+        session.busy = session.busy or in_session
+        try:
+            yield from self._answer(request, prompt, cache, answer, should_stop)
+        except Exception:
+            # A forward that failed halfway may have written layers past the recorded keys.
+            cache.clear()
+            raise
+        finally:
+            if in_session:
+                session.busy = False
+                session.replies[request.output_item_id] = answer.reply()
+
+    def drop_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    # Building blocks for streaming prefill (issue 8): feed a turn while it is spoken, roll back if dropped.
+
+    def snapshot(self, session_id: str) -> CacheSnapshot:
+        return self._session(session_id).cache.snapshot()
+
+    def restore(self, session_id: str, snapshot: CacheSnapshot) -> None:
+        self._session(session_id).cache.restore(snapshot)
+
+    def cached_keys(self, session_id: str) -> tuple:
+        return tuple(self._session(session_id).cache.keys)
+
+    def prefill(
+        self, session_id: str, pieces: Sequence[Piece], should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[int]:
+        """Appends pieces to the session's cache, one chunk per step; yields the cached length after each."""
+        session = self._session(session_id)
+        if session.busy:
+            raise RuntimeError(f"session {session_id} is generating")
+        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens, self._keep_images_whole):
+            if should_stop():
+                return
+            self._prefiller.forward(session.cache, chunk)
+            yield len(session.cache)
+
+    def embed_media(self, part: AudioPart | ImagePart) -> EmbeddingPiece:
+        rows = self._media.embed(part)
+        kind = "audio" if isinstance(part, AudioPart) else "image"
+        return EmbeddingPiece(tuple((part.key, i) for i in range(rows.shape[0])), rows, kind)
+
+    def _answer(
+        self,
+        request: GenerationRequest,
+        prompt: Prompt,
+        cache: ConversationCache,
+        answer: _Answer,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[EngineOutput]:
+        n_cached = self._reuse_prefix(cache, prompt)
+        usage = _input_usage(prompt, n_cached)
+        logits = yield from self._prefill_prompt(request.response_id, prompt, cache, should_stop)
+        reason: StopReason = "cancelled"
+        if logits is not None:
+            reason = yield from self._decode(request, logits, cache, answer, should_stop)
+        usage = replace(usage, output_tokens=len(answer.token_ids))
+        yield GenerationDone(request.response_id, reason, usage)
+
+    def _reuse_prefix(self, cache: ConversationCache, prompt: Prompt) -> int:
+        # The prompt's last token always runs again: its logits start the answer and are not cached.
+        n_keep = min(cache.common_prefix(prompt.keys), len(prompt.keys) - 1)
+        if not cache.rewind(n_keep):
+            cache.clear()
+        return len(cache)
+
+    def _prefill_prompt(
+        self, response_id: str, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
+    ) -> Generator[TextDelta, None, mx.array | None]:
+        pieces: list[Piece] = []
+        position = len(cache)
+        for span in prompt.media:
+            end = span.start + span.n_tokens
+            if end <= position:
+                continue
+            if should_stop():
+                return None
+            rows = self._media.embed(span.part)
+            yield TextDelta(response_id, "")
+            start = max(span.start, position)
+            pieces.append(TokenPiece(prompt.ids[position:start]))
+            kind = "audio" if isinstance(span.part, AudioPart) else "image"
+            pieces.append(EmbeddingPiece(prompt.keys[start:end], rows[start - span.start :], kind))
+            position = end
+        pieces.append(TokenPiece(prompt.ids[position:]))
+        chunks = self._prompt_chunks([p for p in pieces if len(p)])
+        for i, chunk in enumerate(chunks):
+            if should_stop():
+                return None
+            logits = self._prefiller.forward(cache, chunk)
+            if i < len(chunks) - 1:
+                yield TextDelta(response_id, "")
+        return logits
+
+    def _prompt_chunks(self, pieces: list[Piece]) -> list[list[Piece]]:
+        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own,
+        # except that a gemma4_unified prompt with an image and no audio runs in one piece (its image
+        # block attends bidirectionally only within one forward from the cache's start).
+        kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
+        if self._keep_images_whole and "image" in kinds and "audio" not in kinds:
+            return [pieces]
+        *head, last = pieces
+        if len(last) > 1:
+            head.append(last.slice(0, len(last) - 1))
+            last = last.slice(len(last) - 1, len(last))
+        chunks = split_into_chunks(head, self._prefill_chunk_tokens, self._keep_images_whole)
+        return [*chunks, [last]]
+
+    def _decode(
+        self,
+        request: GenerationRequest,
+        logits: mx.array,
+        cache: ConversationCache,
+        answer: _Answer,
+        should_stop: Callable[[], bool],
+    ) -> Generator[TextDelta, None, StopReason]:
+        sampler = Sampler(request.sampling, self._suppressed)
+        limit = request.max_output_tokens or self._max_output_tokens
+        while True:
+            token_id = sampler(logits)
+            if token_id in self._rules.stop_ids:
+                tail = answer.flush()
+                if tail:
+                    yield TextDelta(request.response_id, tail)
+                return "end_of_turn"
+            delta = answer.add(token_id)
+            if len(answer.token_ids) >= limit:
+                yield TextDelta(request.response_id, delta + answer.flush())
+                return "max_tokens"
+            yield TextDelta(request.response_id, delta)
+            if should_stop():
+                return "cancelled"
+            logits = self._prefiller.step(cache, token_id)
+
+    def _session(self, session_id: str) -> _Session:
+        if session_id not in self._sessions:
+            self._sessions[session_id] = _Session(self._new_cache())
+        return self._sessions[session_id]
+
+    def _new_cache(self) -> ConversationCache:
+        return ConversationCache(self.loaded.model.make_cache)
+
+    def _warm_up(self) -> None:
+        # The first run of each path compiles and allocates (seconds); pay it here, not in a user's first turn.
+        parts: list[Any] = [TextPart("hello")]
+        if self._media.has_audio:
+            noise = np.random.default_rng(0).uniform(-0.1, 0.1, ENGINE_SAMPLE_RATE_HZ).astype(np.float32)
+            parts.append(AudioPart(noise, key="warm-up-audio"))
+        if self._media.has_vision:
+            parts.append(ImagePart(Image.new("RGB", (96, 96), (128, 64, 32)), key="warm-up-image"))
+        request = GenerationRequest(
+            session_id="\0warm-up", response_id="warm-up", output_item_id="warm-up",
+            instructions="", turns=(Turn("user", tuple(parts), "warm-up"),), max_output_tokens=2,
+        )
+        for _ in self.generate(request, lambda: False):
+            pass
+        self.drop_session(request.session_id)
+
+
+def _input_usage(prompt: Prompt, n_cached: int) -> Usage:
+    n_audio = prompt.media_tokens(AudioPart)
+    n_image = prompt.media_tokens(ImagePart)
+    return Usage(
+        input_text_tokens=len(prompt.ids) - n_audio - n_image,
+        input_audio_tokens=n_audio,
+        input_image_tokens=n_image,
+        cached_tokens=n_cached,
+    )

@@ -1,0 +1,117 @@
+"""Feeding token ids or precomputed embedding rows into a conversation cache, chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import mlx.core as mx
+
+from .conversation_cache import ConversationCache
+from .prompt import Key
+
+# mlx-vlm's mm_token_type_ids values; images form bidirectional blocks in gemma4_unified.
+_TOKEN_TYPES = {"image": 1, "audio": 3}
+
+
+@dataclass(frozen=True)
+class TokenPiece:
+    ids: tuple[int, ...]
+
+    @property
+    def keys(self) -> tuple[Key, ...]:
+        return self.ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def slice(self, start: int, stop: int) -> TokenPiece:
+        return TokenPiece(self.ids[start:stop])
+
+
+@dataclass(frozen=True)
+class EmbeddingPiece:
+    """Media soft tokens: rows already projected into the text model's space, one per key."""
+
+    keys: tuple[Key, ...]
+    rows: mx.array
+    kind: Literal["image", "audio"]
+
+    def __post_init__(self) -> None:
+        if self.rows.shape[0] != len(self.keys):
+            raise ValueError(f"{self.rows.shape[0]} embedding rows for {len(self.keys)} keys")
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def slice(self, start: int, stop: int) -> EmbeddingPiece:
+        return EmbeddingPiece(self.keys[start:stop], self.rows[start:stop], self.kind)
+
+
+Piece = TokenPiece | EmbeddingPiece
+
+
+def split_into_chunks(
+    pieces: Sequence[Piece], max_tokens: int, keep_images_whole: bool = False
+) -> list[list[Piece]]:
+    """Chunks of at most max_tokens, except that a whole image block may exceed it when asked to stay whole."""
+    chunks: list[list[Piece]] = [[]]
+    room = max_tokens
+    for piece in pieces:
+        whole = keep_images_whole and isinstance(piece, EmbeddingPiece) and piece.kind == "image"
+        start = 0
+        while start < len(piece):
+            if room == 0 or (whole and room < len(piece) and chunks[-1]):
+                chunks.append([])
+                room = max_tokens
+            stop = len(piece) if whole else min(len(piece), start + room)
+            chunks[-1].append(piece.slice(start, stop))
+            room = max(0, room - (stop - start))
+            start = stop
+    return [chunk for chunk in chunks if chunk]
+
+
+class Prefiller:
+    """Runs the language model over pieces with a cache: text through the model's own embedding, media as given."""
+
+    def __init__(self, model: Any) -> None:
+        self._language_model = model.language_model
+        self._text_model = model.language_model.model
+        self._pass_token_types = getattr(self._text_model.config, "use_bidirectional_attention", None) == "vision"
+
+    def forward(self, cache: ConversationCache, pieces: Sequence[Piece]) -> mx.array:
+        """Prefills one chunk and returns the logits after its last token, shape (1, vocab)."""
+        embeds = mx.concatenate([self._embed(p) for p in pieces], axis=0)[None]
+        kwargs: dict[str, Any] = {}
+        if self._text_model.hidden_size_per_layer_input:
+            # Soft tokens read the per-layer table at id 0, as mlx-vlm's get_input_embeddings does.
+            ids = [i for p in pieces for i in (p.ids if isinstance(p, TokenPiece) else [0] * len(p))]
+            kwargs["per_layer_inputs"] = self._text_model.get_per_layer_inputs(mx.array([ids]))
+        if self._pass_token_types:
+            types = [_token_type(p) for p in pieces for _ in range(len(p))]
+            kwargs["mm_token_type_ids"] = mx.array([types])
+        output = self._language_model(
+            None, inputs_embeds=embeds, cache=cache.layers, logits_to_keep=1, **kwargs
+        )
+        logits = output.logits[:, -1, :]
+        mx.eval(logits, [layer.state for layer in cache.layers])
+        cache.keys.extend(k for p in pieces for k in p.keys)
+        return logits
+
+    def step(self, cache: ConversationCache, token_id: int) -> mx.array:
+        """One decode step: the token through the model, as mlx-vlm's generate_step feeds it."""
+        output = self._language_model(
+            mx.array([[token_id]]), cache=cache.layers, logits_to_keep=1
+        )
+        cache.keys.append(token_id)
+        return output.logits[:, -1, :]
+
+    def _embed(self, piece: Piece) -> mx.array:
+        if isinstance(piece, EmbeddingPiece):
+            return piece.rows
+        return self._text_model.embed_tokens(mx.array(piece.ids)) * self._text_model.embed_scale
+
+
+def _token_type(piece: Piece) -> int:
+    return _TOKEN_TYPES[piece.kind] if isinstance(piece, EmbeddingPiece) else 0

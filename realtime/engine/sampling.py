@@ -1,0 +1,44 @@
+"""Picks the next token from logits: suppressed ids masked, greedy at temperature 0, else temperature and top-p."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+
+import mlx.core as mx
+import numpy as np
+from mlx_vlm.sample_utils import apply_top_p
+
+from .interface import SamplingSettings
+
+# mlx-vlm clamps small positive temperatures the same way.
+_MIN_TEMPERATURE = 0.01
+
+
+class Sampler:
+    """One per request. Its random key is its own, so interleaved sessions never shift each other's draws."""
+
+    def __init__(self, settings: SamplingSettings, suppressed: mx.array) -> None:
+        self._suppressed = suppressed
+        self._temperature = settings.temperature
+        self._top_p = settings.top_p
+        seed = settings.seed if settings.seed is not None else secrets.randbits(32)
+        self._key = mx.random.key(seed)
+
+    def __call__(self, logits: mx.array) -> int:
+        # Log-probabilities first, then the mask: the same numbers mlx-vlm's greedy argmax sees.
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        logprobs = mx.where(self._suppressed, -mx.inf, logprobs)
+        if self._temperature <= 0:
+            return int(mx.argmax(logprobs, axis=-1).item())
+        if 0 < self._top_p < 1:
+            logprobs = apply_top_p(logprobs, self._top_p)
+        self._key, draw_key = mx.random.split(self._key)
+        temperature = max(self._temperature, _MIN_TEMPERATURE)
+        return int(mx.random.categorical(logprobs * (1 / temperature), key=draw_key).item())
+
+
+def suppression_mask(suppressed_ids: Iterable[int], vocab_size: int) -> mx.array:
+    mask = np.zeros(vocab_size, dtype=bool)
+    mask[[i for i in suppressed_ids if i < vocab_size]] = True
+    return mx.array(mask)

@@ -1,0 +1,112 @@
+"""The only place that touches JSON and base64: wire bytes to typed events and back."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+import msgspec
+
+from .client_events import EVENT_TYPES, ClientEvent
+from .errors import ProtocolError
+from .server_events import ServerEvent
+
+# GA renamed these; a session that asked for beta names (OpenAI-Beta: realtime=v1) gets the old ones.
+BETA_EVENT_NAMES = {
+    "response.output_text.delta": "response.text.delta",
+    "response.output_text.done": "response.text.done",
+    "response.output_audio.delta": "response.audio.delta",
+    "response.output_audio.done": "response.audio.done",
+    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
+    "response.output_audio_transcript.done": "response.audio_transcript.done",
+}
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+    event_id: str | None = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_event_decoders = {name: msgspec.json.Decoder(cls) for name, cls in EVENT_TYPES.items()}
+_encoder = msgspec.json.Encoder()
+_PATH = re.compile(r" - at `\$\.?(.*)`$")
+_MISSING = re.compile(r"Object missing required field `([^`]*)`")
+
+
+def decode_client_event(raw: str | bytes) -> ClientEvent:
+    """Raises ProtocolError naming the offending field; the event_id is kept whenever it was readable."""
+    try:
+        envelope = _envelope_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        if _is_malformed_json(raw):
+            raise ProtocolError("invalid_json", f"The message is not valid JSON: {exc}") from None
+        raise _validation_error(exc, "invalid_event", event_id=_peek_event_id(raw)) from None
+    decoder = _event_decoders.get(envelope.type)
+    if decoder is None:
+        raise ProtocolError(
+            "unknown_event_type",
+            f"Unknown event type '{envelope.type}'.",
+            param="type",
+            event_id=envelope.event_id,
+        )
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(exc, "invalid_value", event_id=envelope.event_id) from None
+
+
+def encode_server_event(event: ServerEvent, *, beta_names: bool = False) -> str:
+    data = _encoder.encode(event)
+    if beta_names:
+        renamed = BETA_EVENT_NAMES.get(type(event).__struct_config__.tag)  # type: ignore[attr-defined]
+        if renamed is not None:
+            obj = msgspec.json.decode(data)
+            obj["type"] = renamed
+            data = _encoder.encode(obj)
+    return data.decode()
+
+
+def decode_base64(value: str, *, param: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(
+            "invalid_base64", f"`{param}` is not valid base64.", param=param
+        ) from None
+
+
+def encode_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_malformed_json(raw: str | bytes) -> bool:
+    try:
+        msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return True
+    return False
+
+
+def _peek_event_id(raw: str | bytes) -> str | None:
+    obj = msgspec.json.decode(raw)
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _validation_error(
+    exc: msgspec.DecodeError, code: str, *, event_id: str | None
+) -> ProtocolError:
+    message = str(exc)
+    match = _PATH.search(message)
+    param = match.group(1) or None if match else None
+    missing = _MISSING.match(message)
+    if missing:
+        code = "missing_required_parameter"
+        param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+    elif message.startswith("Expected") and param is not None:
+        code = "invalid_type"
+    return ProtocolError(
+        code, message[0].upper() + message[1:] + ".", param=param, event_id=event_id
+    )

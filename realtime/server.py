@@ -1,0 +1,190 @@
+"""The thin transport: WebSocket and HTTP routes around sans-I/O sessions and the engine worker."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .engine.interface import EngineOutput
+from .engine.worker import EngineWorker
+from .protocol.codec import encode_server_event
+from .protocol.ids import IdFactory
+from .session.session import CancelGeneration, Session, SessionLimits, StartGeneration
+from .session.settings import SessionSettings
+
+log = logging.getLogger(__name__)
+
+REALTIME_PATHS = {"/v1/realtime", "/realtime"}
+KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_sessions: int = 16
+    # OpenAI allows 15 MiB per append; larger frames still arrive so an oversized image gets an error event.
+    max_message_bytes: int = 64 * 1024 * 1024
+    web_dir: Path = WEB_DIR
+    session_defaults: SessionSettings = field(default_factory=SessionSettings)
+    limits: SessionLimits = field(default_factory=SessionLimits)
+
+
+_CLOSED = object()
+
+
+class RealtimeServer:
+    def __init__(self, config: ServerConfig, worker: EngineWorker) -> None:
+        self.config = config
+        self.worker = worker
+        self._ids = IdFactory()
+        self._sessions: set[str] = set()
+        self._started_at = time.monotonic()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Server]:
+        async with serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            select_subprotocol=_select_subprotocol,
+            max_size=self.config.max_message_bytes,
+            # The SDK turns compression off; so do we, deltas are small and latency matters.
+            compression=None,
+        ) as server:
+            yield server
+
+    # HTTP ---------------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path in REALTIME_PATHS:
+            if not self._authorized(request.headers):
+                log.info("rejected a connection without a valid API key")
+                return _response(HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing API key"}', "application/json")
+            return None
+        if path == "/healthz":
+            return _response(HTTPStatus.OK, json.dumps(self.health()).encode(), "application/json")
+        return self._static(path)
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok" if self.worker.loaded else "loading",
+            "model_loaded": self.worker.loaded,
+            "sessions": len(self._sessions),
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+        }
+
+    def _authorized(self, headers: Headers) -> bool:
+        expected = self.config.api_key
+        if not expected:
+            return True
+        offered = [headers.get("Authorization", "").removeprefix("Bearer ").strip()]
+        for value in headers.get_all("Sec-WebSocket-Protocol"):
+            offered += [p.strip().removeprefix(KEY_SUBPROTOCOL_PREFIX) for p in value.split(",")
+                        if p.strip().startswith(KEY_SUBPROTOCOL_PREFIX)]
+        return any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered if key)
+
+    def _static(self, path: str) -> Response:
+        root = self.config.web_dir.resolve()
+        target = (root / (path.lstrip("/") or "index.html")).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            return _response(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        return _response(HTTPStatus.OK, target.read_bytes(), content_type)
+
+    # WebSocket ----------------------------------------------------------------------------------
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        if len(self._sessions) >= self.config.max_sessions:
+            await connection.close(1013, "server busy: too many sessions")
+            return
+        session = Session(
+            self._ids.new("sess"), self.config.session_defaults, ids=self._ids, limits=self.config.limits
+        )
+        beta_names = "realtime=v1" in (connection.request.headers.get("OpenAI-Beta", "") if connection.request else "")
+        self._sessions.add(session.id)
+        log.info("session %s opened", session.id)
+        inbox: asyncio.Queue[object] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def engine_sink(output: EngineOutput) -> None:
+            loop.call_soon_threadsafe(inbox.put_nowait, output)
+
+        reader = asyncio.create_task(_read_into(connection, inbox))
+        started_ms = loop.time() * 1000
+        try:
+            session.start()
+            while True:
+                await self._flush(connection, session, engine_sink, beta_names)
+                received = await inbox.get()
+                if received is _CLOSED:
+                    break
+                if isinstance(received, (str, bytes)):
+                    session.receive_message(received, int(loop.time() * 1000 - started_ms))
+                else:
+                    session.receive_engine_output(received)  # type: ignore[arg-type]
+        except ConnectionClosed:
+            pass
+        finally:
+            reader.cancel()
+            session.close()
+            _, commands = session.drain()
+            self._dispatch(commands, engine_sink)
+            self.worker.drop_session(session.id)
+            self._sessions.discard(session.id)
+            log.info("session %s closed", session.id)
+
+    async def _flush(self, connection: ServerConnection, session: Session, sink, beta_names: bool) -> None:
+        events, commands = session.drain()
+        self._dispatch(commands, sink)
+        for event in events:
+            await connection.send(encode_server_event(event, beta_names=beta_names))
+
+    def _dispatch(self, commands, sink) -> None:
+        for command in commands:
+            if isinstance(command, StartGeneration):
+                self.worker.submit(command.request, sink)
+            elif isinstance(command, CancelGeneration):
+                self.worker.cancel(command.response_id)
+
+
+async def _read_into(connection: ServerConnection, inbox: asyncio.Queue[object]) -> None:
+    try:
+        async for message in connection:
+            inbox.put_nowait(message)
+    except ConnectionClosed:
+        pass
+    finally:
+        inbox.put_nowait(_CLOSED)
+
+
+def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
+    # Browsers fail the handshake unless one offered subprotocol is echoed; the SDK offers none
+    # and fails if one is echoed anyway.
+    return "realtime" if "realtime" in offered else None
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers(
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+    )
+    return Response(status.value, status.phrase, headers, body)

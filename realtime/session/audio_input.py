@@ -1,0 +1,142 @@
+"""The input audio buffer: chunks in any format in, 16 kHz samples kept only as long as a turn needs them."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from ..audio.buffer import SampleBuffer
+from ..audio.formats import AudioFormat
+from ..audio.ingest import AudioIngest
+from ..audio.segmenter import IdleTimeout, Segmenter, SpeechStarted, SpeechStopped, VadSettings
+from ..audio.vad import SpeechDetector, WebRtcVadDetector, aggressiveness_for_threshold
+from ..engine.interface import ENGINE_SAMPLE_RATE_HZ
+from ..protocol.errors import ProtocolError
+from .settings import TurnDetection
+
+SegmentEvent = SpeechStarted | SpeechStopped | IdleTimeout
+DetectorFactory = Callable[[float], SpeechDetector]
+
+SAMPLES_PER_MS = ENGINE_SAMPLE_RATE_HZ // 1000
+
+
+def webrtc_detector(threshold: float) -> SpeechDetector:
+    return WebRtcVadDetector(aggressiveness_for_threshold(threshold))
+
+
+def samples_to_ms(n_samples: int) -> int:
+    return n_samples // SAMPLES_PER_MS
+
+
+class AudioInput:
+    """Without VAD the buffer holds everything until commit or clear (bounded by max_buffer_ms);
+    with VAD it holds the open turn, or only the prefix padding while nobody speaks."""
+
+    def __init__(
+        self,
+        audio_format: AudioFormat,
+        turn_detection: TurnDetection | None,
+        *,
+        max_buffer_ms: int,
+        detector_factory: DetectorFactory = webrtc_detector,
+    ) -> None:
+        self._detector_factory = detector_factory
+        self._max_buffer_n_samples = max_buffer_ms * SAMPLES_PER_MS
+        self._buffer = SampleBuffer()
+        self._n_samples_before_segmenter = 0
+        self.turn_start_sample: int | None = None
+        self.reconfigure(audio_format, turn_detection)
+
+    def reconfigure(self, audio_format: AudioFormat, turn_detection: TurnDetection | None) -> None:
+        if getattr(self, "_format", None) != audio_format:
+            self._format = audio_format
+            self._ingest = AudioIngest(audio_format)
+        if getattr(self, "_turn_detection", None) != turn_detection or not hasattr(
+            self, "_segmenter"
+        ):
+            self._turn_detection = turn_detection
+            self._segmenter = self._new_segmenter()
+            self.turn_start_sample = None
+
+    def _new_segmenter(self) -> Segmenter | None:
+        detection = self._turn_detection
+        # The segmenter counts from its own creation; remember where that was on the session's clock.
+        self._n_samples_before_segmenter = self._buffer.end_sample
+        if detection is None:
+            return None
+        settings = VadSettings(
+            threshold=detection.threshold,
+            prefix_padding_ms=detection.prefix_padding_ms,
+            silence_duration_ms=detection.effective_silence_ms,
+            idle_timeout_ms=detection.idle_timeout_ms,
+        )
+        return Segmenter(settings, self._detector_factory(detection.threshold))
+
+    @property
+    def end_sample(self) -> int:
+        return self._buffer.end_sample
+
+    @property
+    def n_buffered_samples(self) -> int:
+        """Decoded so far; the resampler may still hold a few ms that a commit flushes out."""
+        return len(self._buffer)
+
+    def append(self, data: bytes) -> list[SegmentEvent]:
+        samples = self._ingest.push(data)
+        if (
+            self._segmenter is None
+            and len(self._buffer) + len(samples) > self._max_buffer_n_samples
+        ):
+            raise ProtocolError(
+                "input_audio_buffer_full",
+                f"The input audio buffer holds at most {self._max_buffer_n_samples // ENGINE_SAMPLE_RATE_HZ} s "
+                "without turn detection; commit or clear it. This chunk was not added.",
+                param="audio",
+            )
+        self._buffer.append(samples)
+        if self._segmenter is None:
+            return []
+        events = [self._to_session_clock(e) for e in self._segmenter.push(samples)]
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                self.turn_start_sample = event.start_sample
+        if self.turn_start_sample is None:
+            earliest = self._segmenter.earliest_start_sample + self._n_samples_before_segmenter
+            self._buffer.discard_before(max(self._buffer.start_sample, earliest))
+        return events
+
+    def _to_session_clock(self, event: SegmentEvent) -> SegmentEvent:
+        offset = self._n_samples_before_segmenter
+        shifted = {f.name: getattr(event, f.name) + offset for f in dataclasses.fields(event)}
+        return dataclasses.replace(event, **shifted)
+
+    def take_turn(self, end_sample: int) -> np.ndarray:
+        """The audio of the turn that just ended; the buffer keeps what came after it."""
+        start = max(self.turn_start_sample or 0, self._buffer.start_sample)
+        audio = self._buffer.slice(start, end_sample)
+        self._buffer.discard_before(end_sample)
+        self.turn_start_sample = None
+        return audio
+
+    def take_all(self) -> np.ndarray:
+        """Everything buffered (a manual commit); VAD starts afresh after it."""
+        self._buffer.append(self._ingest.flush())
+        audio = self._buffer.slice(self._buffer.start_sample, self._buffer.end_sample)
+        self._buffer.discard_before(self._buffer.end_sample)
+        self._restart_segmenter()
+        return audio
+
+    def clear(self) -> None:
+        self._buffer.discard_before(self._buffer.end_sample)
+        self._restart_segmenter()
+
+    def arm_idle_timeout(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.arm_idle_timeout()
+
+    def _restart_segmenter(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.reset()
+        self.turn_start_sample = None

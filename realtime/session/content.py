@@ -1,0 +1,123 @@
+"""Client items in, decoded conversation items out; and conversation items as engine turns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..audio.clip import split_clip
+from ..audio.formats import AudioFormat, pcm16_to_float32
+from ..audio.ingest import AudioIngest
+from ..engine.interface import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart, Part, TextPart, Turn
+from ..protocol import client_events as ce
+from ..protocol.codec import decode_base64
+from ..protocol.errors import ProtocolError
+from ..vision.images import DecodedImage, ImageError, ImageLimits, decode_image
+from .conversation import Content, Item
+
+# Gemma 4 hears at most 30 s per clip (750 tokens of 40 ms); longer audio is split, never cut.
+MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
+
+_PART_TYPES = {
+    "user": {"input_text", "input_audio", "input_image"},
+    "system": {"input_text"},
+    # `text` is the beta name of output_text.
+    "assistant": {"output_text", "text"},
+}
+
+
+def parse_item(
+    spec: ce.Item, item_id: str, audio_format: AudioFormat, image_limits: ImageLimits, param: str
+) -> Item:
+    """Decode every part once, on arrival; raises ProtocolError naming the part at fault."""
+    if spec.type != "message":
+        raise ProtocolError(
+            "unsupported_item_type",
+            f"Item type '{spec.type}' is not supported; send messages.",
+            param=f"{param}.type",
+        )
+    if spec.role not in _PART_TYPES:
+        raise ProtocolError(
+            "invalid_value",
+            "A message needs a role: user, assistant or system.",
+            param=f"{param}.role",
+        )
+    if not spec.content:
+        raise ProtocolError(
+            "missing_required_parameter", "A message needs content.", param=f"{param}.content"
+        )
+    content = [
+        _parse_part(part, spec.role, audio_format, image_limits, f"{param}.content[{index}]")
+        for index, part in enumerate(spec.content)
+    ]
+    return Item(id=item_id, role=spec.role, content=content)  # type: ignore[arg-type]
+
+
+def _parse_part(
+    part: ce.ContentPart,
+    role: str,
+    audio_format: AudioFormat,
+    image_limits: ImageLimits,
+    param: str,
+) -> Content:
+    if part.type not in _PART_TYPES[role]:
+        allowed = ", ".join(sorted(_PART_TYPES[role]))
+        raise ProtocolError(
+            "invalid_value",
+            f"A {role} message cannot hold '{part.type}' content; use {allowed}.",
+            param=f"{param}.type",
+        )
+    if part.type == "input_audio":
+        return Content(
+            "input_audio",
+            audio=decode_audio(_required(part.audio, "audio", param), audio_format, param),
+        )
+    if part.type == "input_image":
+        image = decode_image_param(
+            _required(part.image_url, "image_url", param), image_limits, f"{param}.image_url"
+        )
+        return Content("input_image", image=image, detail=part.detail or "auto")
+    text = _required(part.text, "text", param)
+    return Content("output_text" if role == "assistant" else "input_text", text=text)
+
+
+def decode_audio(audio_b64: str, audio_format: AudioFormat, param: str) -> np.ndarray:
+    data = decode_base64(audio_b64, param=f"{param}.audio")
+    if audio_format.kind == "audio/pcm" and len(data) % 2:
+        raise ProtocolError(
+            "invalid_value",
+            "PCM16 audio must have an even number of bytes.",
+            param=f"{param}.audio",
+        )
+    ingest = AudioIngest(audio_format)
+    return np.concatenate([ingest.push(data), ingest.flush()])
+
+
+def decode_image_param(value: str, limits: ImageLimits, param: str) -> DecodedImage:
+    try:
+        return decode_image(value, limits)
+    except ImageError as exc:
+        raise ProtocolError(exc.code, exc.message, param=param) from None
+
+
+def _required(value: str | None, name: str, param: str) -> str:
+    if value is None:
+        raise ProtocolError(
+            "missing_required_parameter",
+            f"This content part needs `{name}`.",
+            param=f"{param}.{name}",
+        )
+    return value
+
+
+def to_turn(item: Item) -> Turn:
+    parts: list[Part] = []
+    for index, content in enumerate(item.content):
+        key = f"{item.id}/{index}"
+        if content.type == "input_audio" and content.audio is not None:
+            clips = split_clip(pcm16_to_float32(content.audio), MAX_CLIP_N_SAMPLES)
+            parts += [AudioPart(clip, f"{key}/{n}") for n, clip in enumerate(clips)]
+        elif content.type == "input_image" and content.image is not None:
+            parts.append(ImagePart(content.image.image, content.image.sha256))
+        elif content.text:
+            parts.append(TextPart(content.text))
+    return Turn(role=item.role, parts=tuple(parts), item_id=item.id)

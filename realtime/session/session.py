@@ -1,0 +1,465 @@
+"""The sans-I/O session core: client events and engine outputs in, server events and engine commands out.
+
+Theory of operation
+-------------------
+A Session is one realtime connection's state, and nothing else: it never touches a socket, a thread
+or a clock. The transport feeds it two kinds of input and drains two kinds of output:
+
+    receive_message(raw, now_ms)  ─┐                     ┌─► server events (to encode and send)
+                                   ├─► Session state ────┤
+    receive_engine_output(output) ─┘                     └─► engine commands (StartGeneration, Cancel…)
+
+Audio time is counted in 16 kHz samples since the session started (`audio_start_ms` and friends
+come from it); `now_ms` is only used to space camera frames. Every client event is handled
+completely before the next: decode (codec) → validate → change state → queue events. A client
+mistake raises ProtocolError anywhere below and becomes one `error` event; the state is unchanged
+and the session goes on.
+
+Audio turns. `input_audio_buffer.append` decodes and resamples the chunk (AudioInput), and the VAD
+segmenter may answer with speech started / stopped. Speech start names the future user item,
+pins the camera frames current at that moment, and, if a response is streaming and
+`interrupt_response` is on, cancels it (barge-in). Speech stop takes the turn's audio out of the
+buffer, commits it as a user item (frames first, then audio) and, with `create_response`, starts a
+response — or queues it until the streaming one has ended.
+
+Responses. At most one response runs at a time. Starting one emits `response.created`, the output
+item and its empty text part at once, and sends StartGeneration with the whole conversation as
+engine turns (the engine's prompt cache makes resending it cheap). Text deltas stream through as
+they come. A cancel only asks the engine to stop: the response ends when the engine says so, with
+the text it really produced and its usage, so what the client saw, what the conversation holds and
+what the engine's cache holds always agree.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from msgspec import UNSET
+
+from ..audio.segmenter import IdleTimeout, SpeechStarted, SpeechStopped
+from ..engine.interface import (
+    EngineOutput,
+    GenerationDone,
+    GenerationRequest,
+    SamplingSettings,
+    TextDelta,
+)
+from ..protocol import client_events as ce
+from ..protocol import server_events as se
+from ..protocol.codec import decode_base64, decode_client_event
+from ..protocol.errors import ProtocolError
+from ..protocol.ids import IdFactory
+from ..vision.frames import FrameBuffer
+from ..vision.images import DecodedImage, ImageLimits
+from .audio_input import AudioInput, DetectorFactory, samples_to_ms, webrtc_detector
+from .content import decode_image_param, parse_item, to_turn
+from .conversation import Content, Conversation, Item
+from .response import Response
+from .settings import SessionSettings, parse_max_output_tokens
+
+log = logging.getLogger(__name__)
+
+# OpenAI refuses to commit less than 100 ms of audio.
+MIN_COMMIT_MS = 100
+
+
+@dataclass(frozen=True)
+class StartGeneration:
+    request: GenerationRequest
+
+
+@dataclass(frozen=True)
+class CancelGeneration:
+    response_id: str
+
+
+EngineCommand = StartGeneration | CancelGeneration
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_buffer_ms: int = 10 * 60 * 1000
+    image_limits: ImageLimits = field(default_factory=ImageLimits)
+
+
+class Session:
+    def __init__(
+        self,
+        session_id: str,
+        settings: SessionSettings,
+        *,
+        ids: IdFactory | None = None,
+        limits: SessionLimits = SessionLimits(),
+        detector_factory: DetectorFactory = webrtc_detector,
+    ) -> None:
+        self.id = session_id
+        self.settings = settings
+        self._ids = ids or IdFactory()
+        self._limits = limits
+        self.conversation = Conversation()
+        self.conversation_id = self._ids.new("conv")
+        self._audio = AudioInput(
+            settings.input_format,
+            settings.turn_detection,
+            max_buffer_ms=limits.max_buffer_ms,
+            detector_factory=detector_factory,
+        )
+        self._frames = FrameBuffer(
+            max(1, settings.frames_max_per_turn), settings.frames_min_interval_ms
+        )
+        self._response: Response | None = None
+        self._response_queued = False
+        self._speech_item_id: str | None = None
+        self._events: list[se.ServerEvent] = []
+        self._commands: list[EngineCommand] = []
+        self._now_ms = 0
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            ce.SessionUpdate: self._on_session_update,
+            ce.InputAudioBufferAppend: self._on_audio_append,
+            ce.InputAudioBufferCommit: self._on_audio_commit,
+            ce.InputAudioBufferClear: self._on_audio_clear,
+            ce.InputImageBufferAppend: self._on_image_append,
+            ce.ConversationItemCreate: self._on_item_create,
+            ce.ConversationItemRetrieve: self._on_item_retrieve,
+            ce.ConversationItemTruncate: self._on_item_truncate,
+            ce.ConversationItemDelete: self._on_item_delete,
+            ce.ResponseCreate: self._on_response_create,
+            ce.ResponseCancel: self._on_response_cancel,
+            ce.OutputAudioBufferClear: self._on_output_audio_clear,
+        }
+
+    # Inputs -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._emit(se.SessionCreated(session=self.settings.to_wire(self.id)))
+
+    def receive_message(self, raw: str | bytes, now_ms: int = 0) -> None:
+        self._now_ms = now_ms
+        event_id = None
+        try:
+            event = decode_client_event(raw)
+            event_id = event.event_id
+            self._handlers[type(event)](event)
+        except ProtocolError as exc:
+            self._emit_error(exc.for_event(event_id))
+        except Exception:  # noqa: BLE001 - a bug in one event must not end the session
+            log.exception("session %s failed to handle an event", self.id)
+            self._emit_error(
+                ProtocolError(
+                    "internal_error",
+                    "The server failed to handle this event.",
+                    event_id=event_id,
+                    error_type="server_error",
+                )
+            )
+
+    def receive_engine_output(self, output: EngineOutput) -> None:
+        response = self._response
+        if response is None or output.response_id != response.id:
+            return
+        if isinstance(output, TextDelta):
+            self._emit(response.delta_event(output.text))
+        elif isinstance(output, GenerationDone):
+            self._finish_response(response, output)
+
+    def close(self) -> None:
+        """The connection is gone: stop any generation still running for it."""
+        if self._response is not None:
+            self._commands.append(CancelGeneration(self._response.id))
+
+    def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:
+        events, commands = self._events, self._commands
+        self._events, self._commands = [], []
+        return events, commands
+
+    # Session ------------------------------------------------------------------------------------
+
+    def _on_session_update(self, event: ce.SessionUpdate) -> None:
+        self.settings = self.settings.patched(event.session)
+        self._audio.reconfigure(self.settings.input_format, self.settings.turn_detection)
+        self._frames.reconfigure(
+            max(1, self.settings.frames_max_per_turn), self.settings.frames_min_interval_ms
+        )
+        self._emit(se.SessionUpdated(session=self.settings.to_wire(self.id)))
+
+    # Input audio and frames ---------------------------------------------------------------------
+
+    def _on_audio_append(self, event: ce.InputAudioBufferAppend) -> None:
+        for segment in self._audio.append(decode_base64(event.audio, param="audio")):
+            if isinstance(segment, SpeechStarted):
+                self._on_speech_started(samples_to_ms(segment.start_sample))
+            elif isinstance(segment, SpeechStopped):
+                self._on_speech_stopped(segment.end_sample)
+            else:
+                self._on_idle_timeout(segment)
+
+    def _on_speech_started(self, audio_start_ms: int) -> None:
+        self._speech_item_id = self._ids.item()
+        self._frames.mark(self._now_ms)
+        self._emit(
+            se.InputAudioBufferSpeechStarted(
+                audio_start_ms=audio_start_ms, item_id=self._speech_item_id
+            )
+        )
+        detection = self.settings.turn_detection
+        if self._response is not None and detection is not None and detection.interrupt_response:
+            self._cancel_response("turn_detected")
+
+    def _on_speech_stopped(self, end_sample: int) -> None:
+        item_id = self._speech_item_id or self._ids.item()
+        self._emit(
+            se.InputAudioBufferSpeechStopped(
+                audio_end_ms=samples_to_ms(end_sample), item_id=item_id
+            )
+        )
+        frames = self._frames.frames_at(self._frames.mark_ms or self._now_ms)
+        self._commit_audio(item_id, self._audio.take_turn(end_sample), frames)
+        detection = self.settings.turn_detection
+        if detection is not None and detection.create_response:
+            self._request_response()
+
+    def _on_idle_timeout(self, timeout: IdleTimeout) -> None:
+        # As OpenAI does: the silence is committed and the model is prompted to carry on.
+        item_id = self._ids.item()
+        self._emit(
+            se.InputAudioBufferTimeoutTriggered(
+                audio_start_ms=samples_to_ms(timeout.since_sample),
+                audio_end_ms=samples_to_ms(timeout.at_sample),
+                item_id=item_id,
+            )
+        )
+        self._commit_audio(item_id, self._audio.take_all(), self._frames.latest())
+        self._request_response()
+
+    def _on_audio_commit(self, event: ce.InputAudioBufferCommit) -> None:
+        n_buffered_ms = samples_to_ms(self._audio.n_buffered_samples)
+        if n_buffered_ms < MIN_COMMIT_MS:
+            raise ProtocolError(
+                "input_audio_buffer_commit_empty",
+                f"Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {n_buffered_ms}ms of audio.",
+            )
+        item_id = self._speech_item_id or self._ids.item()
+        frames = (
+            self._frames.frames_at(self._frames.mark_ms)
+            if self._frames.mark_ms is not None
+            else self._frames.latest()
+        )
+        self._commit_audio(item_id, self._audio.take_all(), frames)
+
+    def _on_audio_clear(self, event: ce.InputAudioBufferClear) -> None:
+        self._audio.clear()
+        self._frames.unmark()
+        self._speech_item_id = None
+        self._emit(se.InputAudioBufferCleared())
+
+    def _commit_audio(self, item_id: str, audio: np.ndarray, frames: list[DecodedImage]) -> None:
+        n_frames = self.settings.frames_max_per_turn
+        images = (
+            [Content("input_image", image=frame) for frame in frames[-n_frames:]]
+            if n_frames
+            else []
+        )
+        item = Item(id=item_id, role="user", content=[*images, Content("input_audio", audio=audio)])
+        self._emit(
+            se.InputAudioBufferCommitted(
+                previous_item_id=self.conversation.last_id, item_id=item_id
+            )
+        )
+        self._add_item(item)
+        self._speech_item_id = None
+        self._frames.unmark()
+
+    def _on_image_append(self, event: ce.InputImageBufferAppend) -> None:
+        # Frames the interval would drop are not even decoded: a 30 fps stream costs nothing extra.
+        if self._frames.would_keep(self._now_ms):
+            frame = decode_image_param(event.image, self._limits.image_limits, "image")
+            self._frames.offer(frame, self._now_ms)
+
+    def _on_output_audio_clear(self, event: ce.OutputAudioBufferClear) -> None:
+        raise ProtocolError(
+            "unsupported_event",
+            "output_audio_buffer.clear is for WebRTC and SIP sessions; this session sends no audio.",
+            param="type",
+        )
+
+    # Conversation -------------------------------------------------------------------------------
+
+    def _on_item_create(self, event: ce.ConversationItemCreate) -> None:
+        item_id = event.item.id or self._ids.item()
+        item = parse_item(
+            event.item, item_id, self.settings.input_format, self._limits.image_limits, "item"
+        )
+        self._add_item(item, event.previous_item_id)
+
+    def _add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+        previous = self.conversation.add(item, previous_item_id)
+        wire = item.to_wire()
+        self._emit(se.ConversationItemAdded(previous_item_id=previous, item=wire))
+        self._emit(se.ConversationItemDone(previous_item_id=previous, item=wire))
+
+    def _on_item_retrieve(self, event: ce.ConversationItemRetrieve) -> None:
+        item = self.conversation.get(event.item_id, "item_retrieve_invalid_item_id")
+        self._emit(se.ConversationItemRetrieved(item=item.to_wire(self.settings.input_format)))
+
+    def _on_item_truncate(self, event: ce.ConversationItemTruncate) -> None:
+        item = self.conversation.get(event.item_id, "item_truncate_invalid_item_id")
+        if item.role != "assistant":
+            raise ProtocolError(
+                "invalid_value", "Only assistant messages can be truncated.", param="item_id"
+            )
+        if not 0 <= event.content_index < max(1, len(item.content)) or event.audio_end_ms < 0:
+            raise ProtocolError(
+                "invalid_value",
+                "content_index or audio_end_ms is out of range.",
+                param="content_index",
+            )
+        # Answers here are text only: there is no played-out audio to cut, so the text stays whole.
+        self._emit(
+            se.ConversationItemTruncated(
+                item_id=item.id, content_index=event.content_index, audio_end_ms=event.audio_end_ms
+            )
+        )
+
+    def _on_item_delete(self, event: ce.ConversationItemDelete) -> None:
+        self.conversation.delete(event.item_id)
+        self._emit(se.ConversationItemDeleted(item_id=event.item_id))
+
+    # Responses ----------------------------------------------------------------------------------
+
+    def _on_response_create(self, event: ce.ResponseCreate) -> None:
+        if self._response is not None:
+            raise ProtocolError(
+                "conversation_already_has_active_response",
+                f"Conversation already has an active response in progress: {self._response.id}. "
+                "Wait until the response is finished before creating a new one.",
+            )
+        self._start_response(event.response or ce.ResponseSpec())
+
+    def _on_response_cancel(self, event: ce.ResponseCancel) -> None:
+        response = self._response
+        if response is None or (event.response_id and event.response_id != response.id):
+            raise ProtocolError(
+                "response_cancel_not_active",
+                "Cancellation failed: no active response found.",
+                param="response_id" if event.response_id else None,
+            )
+        self._cancel_response("client_cancelled")
+
+    def _request_response(self) -> None:
+        if self._response is None:
+            self._start_response(ce.ResponseSpec())
+        else:
+            self._response_queued = True
+
+    def _cancel_response(self, reason: str) -> None:
+        response = self._response
+        if response is not None and response.cancel_reason is None:
+            response.cancel_reason = reason
+            self._commands.append(CancelGeneration(response.id))
+
+    def _start_response(self, spec: ce.ResponseSpec) -> None:
+        in_conversation = spec.conversation in (UNSET, "auto")
+        if not in_conversation and spec.conversation != "none":
+            raise ProtocolError(
+                "invalid_value",
+                "`conversation` must be 'auto' or 'none'.",
+                param="response.conversation",
+            )
+        turns = tuple(to_turn(item) for item in self._response_input(spec))
+        max_tokens = self.settings.max_output_tokens
+        if spec.max_output_tokens is not UNSET:
+            max_tokens = parse_max_output_tokens(
+                spec.max_output_tokens, "response.max_output_tokens"
+            )
+        response = Response(
+            id=self._ids.response(),
+            item=Item(id=self._ids.item(), role="assistant"),
+            conversation_id=self.conversation_id if in_conversation else None,
+            max_output_tokens=max_tokens,
+            metadata=spec.metadata or None,
+        )
+        temperature = self.settings.temperature if spec.temperature is UNSET else spec.temperature
+        request = GenerationRequest(
+            session_id=self.id,
+            response_id=response.id,
+            output_item_id=response.item.id,
+            instructions=self.settings.instructions
+            if spec.instructions is UNSET
+            else spec.instructions,
+            turns=turns,
+            max_output_tokens=max_tokens,
+            sampling=SamplingSettings(temperature=temperature),
+            use_session_cache=in_conversation,
+        )
+        self._response = response
+        self._emit(se.ResponseCreated(response=response.to_wire("in_progress")))
+        added, part_added = response.opening_events()
+        self._emit(added)
+        if in_conversation:
+            previous = self.conversation.add(response.item)
+            self._emit(
+                se.ConversationItemAdded(previous_item_id=previous, item=response.item.to_wire())
+            )
+        self._emit(part_added)
+        self._commands.append(StartGeneration(request))
+
+    def _response_input(self, spec: ce.ResponseSpec) -> list[Item]:
+        if spec.input is UNSET:
+            return list(self.conversation)
+        items = []
+        for index, item_spec in enumerate(spec.input):
+            if item_spec.type == "item_reference":
+                items.append(self.conversation.get(item_spec.id or "", "item_reference_not_found"))
+            else:
+                item_id = item_spec.id or self._ids.item()
+                param = f"response.input[{index}]"
+                items.append(
+                    parse_item(
+                        item_spec,
+                        item_id,
+                        self.settings.input_format,
+                        self._limits.image_limits,
+                        param,
+                    )
+                )
+        return items
+
+    def _finish_response(self, response: Response, done: GenerationDone) -> None:
+        closing, wire = response.finish(done)
+        for event in closing:
+            self._emit(event)
+        if (
+            response.conversation_id is not None
+            and self.conversation.find(response.item.id) is not None
+        ):
+            previous = self.conversation.previous_id(response.item.id)
+            self._emit(
+                se.ConversationItemDone(previous_item_id=previous, item=response.item.to_wire())
+            )
+        self._emit(se.ResponseDone(response=wire))
+        self._response = None
+        self._audio.arm_idle_timeout()
+        if self._response_queued:
+            self._response_queued = False
+            self._start_response(ce.ResponseSpec())
+
+    # Output -------------------------------------------------------------------------------------
+
+    def _emit(self, event: se.ServerEvent) -> None:
+        event.event_id = self._ids.event()
+        self._events.append(event)
+
+    def _emit_error(self, error: ProtocolError) -> None:
+        detail = se.ErrorDetail(
+            type=error.error_type,
+            code=error.code,
+            message=error.message,
+            param=error.param,
+            event_id=error.event_id,
+        )
+        self._emit(se.Error(error=detail))

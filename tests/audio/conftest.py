@@ -1,0 +1,19 @@
+import functools
+
+import pytest
+
+from tests.audio.speech import SENTENCES, Timeline, render_timeline, synthesize
+
+
+@pytest.fixture(scope="session")
+def speech_clips():
+    return [synthesize(text) for text in SENTENCES]
+
+
+@pytest.fixture(scope="session")
+def make_timeline(speech_clips):
+    @functools.cache
+    def make(rate_hz: int, snr_db: float = 20.0, seed: int = 0) -> Timeline:
+        return render_timeline(speech_clips, rate_hz, snr_db, seed)
+
+    return make

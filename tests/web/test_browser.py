@@ -1,0 +1,323 @@
+"""The browser client in headless Chromium, with a fake mic and camera, against the real server."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:
+    sync_playwright = None
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+LISTENING = re.compile(r"listening on (http://\S+)")
+SENTENCE = "Hello there. Can you tell me what you see in the picture?"
+# Long enough after each spoken sentence for an answer to start before the looping fake mic
+# speaks again, and short enough that the next loop still interrupts that answer.
+TRAILING_SILENCE_S = 3.0
+SERVER_START_TIMEOUT_S = 120
+TURN_TIMEOUT_MS = 60_000
+# The page's own server is the only host it may reach; no CDN, font or telemetry requests.
+NO_NETWORK_FLAGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE_VIEWPORT = {"width": 412, "height": 860}
+
+
+def _missing(what: str) -> None:
+    # CI must exercise the browser; a developer box without one may skip.
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    for tool in ("espeak-ng", "sox"):
+        if shutil.which(tool) is None:
+            _missing(tool)
+    folder = tmp_path_factory.mktemp("speech")
+    spoken = folder / "spoken.wav"
+    looped = folder / "speech_then_silence.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(spoken), SENTENCE], check=True)
+    # Chromium's fake capture reads 16-bit PCM WAV and loops it.
+    subprocess.run(
+        ["sox", str(spoken), "-r", "48000", "-b", "16", "-c", "1", str(looped),
+         "pad", "0.3", str(TRAILING_SILENCE_S)],
+        check=True,
+    )
+    return looped
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", "0"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
+        try:
+            yield _wait_listening(lines, log_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _pump_lines(stream, lines: queue.Queue[str | None]) -> None:
+    # Keeps draining stdout so a chatty server never blocks on a full pipe.
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _wait_listening(lines: queue.Queue[str | None], log_path: Path) -> str:
+    while True:
+        try:
+            line = lines.get(timeout=SERVER_START_TIMEOUT_S)
+        except queue.Empty:
+            pytest.fail(f"server printed no listening line; log:\n{log_path.read_text()}")
+        if line is None:
+            pytest.fail(f"server exited before listening; log:\n{log_path.read_text()}")
+        match = LISTENING.search(line)
+        if match:
+            return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def browser(speech_wav: Path):
+    if sync_playwright is None:
+        _missing("playwright")
+    if not Path(CHROMIUM).exists():
+        _missing(CHROMIUM)
+    with sync_playwright() as playwright:
+        # Playwright gives every launch a fresh temporary profile (it rejects --user-data-dir here).
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={speech_wav}",
+                *NO_NETWORK_FLAGS,
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server_url: str):
+    context = browser.new_context(viewport=PHONE_VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(TURN_TIMEOUT_MS)
+    foreign_requests: list[str] = []
+    page_errors: list[str] = []
+    page.on("request", lambda request: _record_foreign(request.url, server_url, foreign_requests))
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and page_errors.append(message.text))
+    page.goto(server_url)
+    _expect_connected(page)
+    yield page
+    context.close()
+    assert foreign_requests == []
+    assert page_errors == []
+
+
+def _record_foreign(url: str, server_url: str, foreign: list[str]) -> None:
+    http_origin = server_url.rstrip("/")
+    ws_origin = http_origin.replace("http://", "ws://", 1)
+    if not url.startswith((http_origin, ws_origin, "data:", "blob:")):
+        foreign.append(url)
+
+
+def _expect_connected(page) -> None:
+    page.wait_for_selector('#connection[data-state="connected"]')
+    _wait_count(page, "session.updated", 1)
+
+
+def _wait_count(page, event_type: str, at_least: int, timeout_ms: int = TURN_TIMEOUT_MS) -> None:
+    page.wait_for_function(
+        "([type, n]) => (window.mlxRealtime.counts[type] ?? 0) >= n",
+        arg=[event_type, at_least],
+        timeout=timeout_ms,
+    )
+
+
+def _last_event(page, event_type: str) -> dict:
+    return page.evaluate("(type) => window.mlxRealtime.last[type]", event_type)
+
+
+def _count(page, event_type: str) -> int:
+    return page.evaluate("(type) => window.mlxRealtime.counts[type] ?? 0", event_type)
+
+
+def _wait_finished_answer(page, index: int) -> dict:
+    """Waits until the index-th assistant turn has text and a final status; returns both."""
+    page.wait_for_function(
+        """(index) => {
+            const turn = document.querySelectorAll(".turn.assistant")[index];
+            return turn && turn.dataset.status !== "in_progress" && turn.querySelector(".text").textContent;
+        }""",
+        arg=index,
+    )
+    turn = page.locator(".turn.assistant").nth(index)
+    return {
+        "status": turn.get_attribute("data-status"),
+        "text": turn.locator(".text").text_content(),
+        "meta": turn.locator(".meta").text_content(),
+    }
+
+
+def _change_settings(page, **fields: str) -> None:
+    page.click("#open-settings")
+    for selector, value in fields.items():
+        field = page.locator(f"#{selector.replace('_', '-')}")
+        field.fill(value)
+        field.dispatch_event("change")
+    page.click("#close-settings")
+
+
+def _screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_page_connects_configures_the_session_and_reconnects(page):
+    session = _last_event(page, "session.updated")["session"]
+    assert session["output_modalities"] == ["text"]
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
+    assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    assert session["frames"]["max_per_turn"] == 1
+
+    page.evaluate("window.mlxRealtime.drop()")
+    page.wait_for_function("window.mlxRealtime.sessions === 2")
+    page.wait_for_selector('#connection[data-state="connected"]')
+    assert page.locator(".note", has_text="Reconnected").count() == 1
+
+
+def test_spoken_turn_with_camera_streams_an_answer_that_speech_interrupts(page):
+    page.click("#camera")
+    page.wait_for_function("window.mlxRealtime.sentFrames >= 1")
+    page.click("#mic")
+    _wait_count(page, "input_audio_buffer.speech_started", 1)
+    _wait_count(page, "input_audio_buffer.speech_stopped", 1)
+
+    user_turn = page.locator(".turn.user").first
+    user_turn.locator(".text.voice").wait_for()
+    thumbnail = user_turn.locator("img.thumb")
+    assert thumbnail.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert page.evaluate("document.querySelector('.turn.user img.thumb').naturalWidth") > 0
+
+    # The fake mic loops, so its next sentence talks over an answer still being generated.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.turn.assistant[data-status="cancelled"]')]
+                 .some((turn) => turn.querySelector(".text").textContent.length > 0)"""
+    )
+    interrupted = page.locator('.turn.assistant[data-status="cancelled"]').first
+    assert re.match(r"Interrupted · first text after \d+ ms", interrupted.locator(".meta").text_content())
+    done = _last_event(page, "response.done")["response"]
+    assert done["status"] in {"cancelled", "completed", "incomplete"}
+    _screenshot(page, "spoken_turn_phone.png")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    _screenshot(page, "spoken_turn_desktop.png")
+
+
+def test_push_to_talk_and_typed_turns_answer_and_talking_cancels(page):
+    page.click("#open-settings")
+    page.check('input[name="mode"][value="push-to-talk"]')
+    page.click("#close-settings")
+    _change_settings(page, max_tokens="12")
+    page.wait_for_function(
+        """() => {
+            const session = window.mlxRealtime.last["session.updated"].session;
+            return session.audio.input.turn_detection === null && session.max_output_tokens === 12;
+        }"""
+    )
+
+    talk = page.locator("#talk")
+    talk.focus()
+    page.keyboard.down("Space")
+    page.wait_for_function("window.mlxRealtime.sentAudioMs >= 2000")
+    page.keyboard.up("Space")
+    _wait_count(page, "input_audio_buffer.committed", 1)
+    page.locator(".turn.user .text.voice").wait_for()
+    spoken_answer = _wait_finished_answer(page, 0)
+    assert spoken_answer["status"] in {"completed", "incomplete"}
+    assert re.search(r"first text after \d+ ms · [\d.]+ tok/s · \d+ tokens", spoken_answer["meta"])
+
+    page.fill("#message", "What colour is the sky?")
+    page.press("#message", "Enter")
+    page.locator(".turn.user .text", has_text="What colour is the sky?").wait_for()
+    typed_answer = _wait_finished_answer(page, 1)
+    assert typed_answer["status"] in {"completed", "incomplete"}
+    _screenshot(page, "push_to_talk_phone.png")
+
+    _change_settings(page, max_tokens="")
+    page.wait_for_function(
+        """() => {
+            const limit = window.mlxRealtime.last["session.updated"].session.max_output_tokens;
+            return limit === "inf" || limit > 1000;
+        }"""
+    )
+    page.fill("#message", "Tell me a long story.")
+    page.press("#message", "Enter")
+    page.wait_for_function(
+        """() => {
+            const turn = document.querySelectorAll(".turn.assistant")[2];
+            return turn && turn.querySelector(".text").textContent.length > 0;
+        }"""
+    )
+    talk.focus()
+    page.keyboard.down("Space")
+    stopped = page.locator(".turn.assistant").nth(2)
+    expect(stopped).to_have_attribute("data-status", "cancelled", timeout=TURN_TIMEOUT_MS)
+    expect(stopped.locator(".meta")).to_contain_text("Stopped")
+    page.keyboard.up("Space")
+
+
+def test_error_events_are_shown_and_the_session_stays_usable(page):
+    page.evaluate("window.mlxRealtime.send({type: 'no.such.event'})")
+    _wait_count(page, "error", 1)
+    error = _last_event(page, "error")["error"]
+    shown = page.locator("#errors .error").first
+    assert shown.locator(".code").text_content() == error["code"]
+    assert shown.locator(".message").text_content() == error["message"]
+    _screenshot(page, "error_phone.png")
+
+    shown.get_by_role("button", name=re.compile("Dismiss")).press("Enter")
+    expect(page.locator("#errors .error")).to_have_count(0)
+    page.fill("#message", "Still there?")
+    page.press("#message", "Enter")
+    assert _wait_finished_answer(page, 0)["text"]
+    expect(page.locator("#connection")).to_have_attribute("data-state", "connected")
