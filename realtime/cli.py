@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
     if args.command == "make-demo-model":
         from .engine.demo_model import build_demo_model
 
@@ -109,8 +111,6 @@ def _serve(args: argparse.Namespace) -> int:
         asyncio.run(_run(RealtimeServer(config, worker)))
     except KeyboardInterrupt:
         pass
-    finally:
-        worker.stop()
     return 0
 
 
@@ -126,3 +126,6 @@ async def _run(server: RealtimeServer) -> None:
         print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
         log.info("open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port)
         await stop.wait()
+        log.info("shutting down")
+    # The engine stops while the loop still runs, so no output is sent to a closed loop.
+    await asyncio.to_thread(server.worker.stop)

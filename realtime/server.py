@@ -127,7 +127,10 @@ class RealtimeServer:
         loop = asyncio.get_running_loop()
 
         def engine_sink(output: EngineOutput) -> None:
-            loop.call_soon_threadsafe(inbox.put_nowait, output)
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, output)
+            except RuntimeError:
+                pass  # the event loop has closed: nobody is left to read this output
 
         reader = asyncio.create_task(_read_into(connection, inbox))
         started_ms = loop.time() * 1000

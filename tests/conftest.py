@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import os
+import queue
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -52,3 +57,31 @@ def tone(duration_ms: int, rate_hz: int = 24000, amplitude: int = 8000, freq_hz:
 
 def silence(duration_ms: int, rate_hz: int = 24000) -> np.ndarray:
     return np.zeros(duration_ms * rate_hz // 1000, dtype=np.int16)
+
+
+@contextmanager
+def serve_in_thread(backend, **config) -> Iterator[str]:
+    """The real server, on loopback port 0, on its own event loop thread; yields "127.0.0.1:PORT"."""
+    from realtime.engine.worker import EngineWorker
+    from realtime.server import RealtimeServer, ServerConfig
+
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=300)
+    server = RealtimeServer(ServerConfig(port=0, **config), worker)
+    loop = asyncio.new_event_loop()
+    ready: queue.Queue[str] = queue.Queue()
+    stop = loop.create_future()
+
+    async def run() -> None:
+        async with server.running() as ws_server:
+            ready.put(f"127.0.0.1:{next(iter(ws_server.sockets)).getsockname()[1]}")
+            await stop
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(run(),), daemon=True)
+    thread.start()
+    try:
+        yield ready.get(timeout=60)
+    finally:
+        loop.call_soon_threadsafe(stop.set_result, None)
+        thread.join(timeout=30)
+        worker.stop()

@@ -29,7 +29,7 @@ const settings = loadSettings();
 const transcript = new Transcript($("transcript"));
 const clock = new TurnClock();
 // Test and console hook: what the page sent and received, and a way to send raw events.
-const debug = { counts: {}, last: {}, sentAudioMs: 0, sentFrames: 0, sessions: 0 };
+const debug = { counts: {}, last: {}, sentAudioMs: 0, sentFrames: 0, sessions: 0, micRateHz: null };
 let serverInstructions = "";
 let activeResponseId = null;
 let talking = false;
@@ -94,25 +94,28 @@ function showActivity(state, text) {
 }
 
 function showResting() {
-  if (microphone.running && settings.mode === "hands-free") showActivity("listening", "Listening");
-  else showActivity("idle", "Idle");
+  if (!microphone.running) showActivity("idle", "Idle");
+  else if (settings.mode === "hands-free") showActivity("listening", "Listening");
+  else showActivity("ready", "Ready to talk");
 }
 
 function showError(code, message) {
   const entry = document.createElement("div");
   entry.className = "error";
+  const text = document.createElement("p");
   const codeText = document.createElement("strong");
   codeText.className = "code";
   codeText.textContent = code ?? "error";
   const messageText = document.createElement("span");
   messageText.className = "message";
   messageText.textContent = message ?? "";
+  text.append(codeText, messageText);
   const dismiss = document.createElement("button");
   dismiss.type = "button";
   dismiss.textContent = "Dismiss";
   dismiss.setAttribute("aria-label", `Dismiss error ${codeText.textContent}`);
   dismiss.addEventListener("click", () => entry.remove());
-  entry.append(codeText, messageText, dismiss);
+  entry.append(text, dismiss);
   ui.errors.append(entry);
   while (ui.errors.children.length > MAX_ERRORS_SHOWN) ui.errors.firstElementChild.remove();
 }
@@ -169,6 +172,7 @@ function stopTalking() {
 
 async function startMicrophone() {
   await microphone.start();
+  debug.micRateHz = microphone.contextRateHz;
   ui.mic.setAttribute("aria-pressed", "true");
   ui.mic.querySelector(".label").textContent = "Mic on";
   if (!talking) showResting();

@@ -13,6 +13,8 @@ export class Connection {
     this.apiKey = "";
     this.retryMs = FIRST_RETRY_MS;
     this.retryTimer = null;
+    // Counts dials, so the outcome of an older socket cannot override a newer one.
+    this.attempt = 0;
   }
 
   get open() {
@@ -43,31 +45,58 @@ export class Connection {
       this.socket.onclose = null;
       this.socket.close();
     }
+    this.attempt += 1;
+    const attempt = this.attempt;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const protocols = ["realtime"];
     if (this.apiKey) protocols.push(`openai-insecure-api-key.${this.apiKey}`);
     this.onStatus("connecting", "Connecting…");
-    const socket = new WebSocket(`${scheme}://${location.host}/v1/realtime`, protocols);
+    let socket;
+    try {
+      socket = new WebSocket(`${scheme}://${location.host}/v1/realtime`, protocols);
+    } catch {
+      // The key travels as a subprotocol token, which forbids spaces and separators.
+      this.onStatus("rejected", "The API key has characters a WebSocket cannot carry");
+      return;
+    }
     this.socket = socket;
-    socket.onopen = () => this.onStatus("connected", "Connected");
+    let opened = false;
+    socket.onopen = () => {
+      opened = true;
+      this.onStatus("connected", "Connected");
+    };
     socket.onmessage = ({ data }) => {
       // Reset the backoff only once the server talks: a server that accepts and closes at once
       // (busy, 1013) must not be redialled every half second.
       this.retryMs = FIRST_RETRY_MS;
       this.onEvent(JSON.parse(data));
     };
-    socket.onclose = ({ code, reason }) => this.closed(code, reason);
+    socket.onclose = ({ code, reason }) => this.closed(attempt, opened, code, reason);
   }
 
-  closed(code, reason) {
+  async closed(attempt, opened, code, reason) {
+    if (attempt !== this.attempt) return;
     this.socket = null;
-    if (FATAL_CLOSE_CODES.has(code)) {
-      this.onStatus("rejected", `Rejected (${code}${reason ? `: ${reason}` : ""}); check the API key`);
+    // A browser hides why a handshake failed; a server that answers /healthz but refused the
+    // upgrade is rejecting the key (HTTP 401), and redialling with the same key cannot help.
+    const refused = FATAL_CLOSE_CODES.has(code) || (!opened && (await serverIsUp()));
+    if (attempt !== this.attempt) return;
+    if (refused) {
+      this.onStatus("rejected", "The server refused the connection; check the API key in Settings");
       return;
     }
     const delayMs = this.retryMs;
     this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
-    this.onStatus("reconnecting", `Disconnected (${code}); retrying in ${(delayMs / 1000).toFixed(1)} s`);
+    const why = reason ? `${code}: ${reason}` : code;
+    this.onStatus("reconnecting", `Disconnected (${why}); retrying in ${(delayMs / 1000).toFixed(1)} s`);
     this.retryTimer = setTimeout(() => this.dial(), delayMs);
+  }
+}
+
+async function serverIsUp() {
+  try {
+    return (await fetch("/healthz", { cache: "no-store" })).ok;
+  } catch {
+    return false;
   }
 }

@@ -15,6 +15,10 @@ export class Microphone {
     return this.context !== null;
   }
 
+  get contextRateHz() {
+    return this.context?.sampleRate ?? null;
+  }
+
   async start() {
     if (this.running) return;
     this.stream = await navigator.mediaDevices.getUserMedia({

@@ -32,10 +32,12 @@ export function bindSettingsForm(form, settings, onChange) {
   }
   const thresholdOutput = form.querySelector("#vad-threshold-value");
   thresholdOutput.value = settings.vadThreshold;
+  form.addEventListener("input", ({ target }) => {
+    if (target.name === "vadThreshold") thresholdOutput.value = target.value;
+  });
   form.addEventListener("change", ({ target }) => {
     if (!(target.name in DEFAULTS)) return;
     settings[target.name] = NUMERIC.has(target.name) ? Number(target.value) : target.value;
-    thresholdOutput.value = settings.vadThreshold;
     localStorage.setItem(STORAGE_KEY, JSON.stringify(settings));
     onChange(settings, target.name);
   });

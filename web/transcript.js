@@ -21,7 +21,7 @@ export class Transcript {
     if (!entry) entry = this.addEntry(item);
     if (item.role === "assistant") {
       const text = (item.content ?? []).map((part) => part.text ?? part.transcript ?? "").join("");
-      if (text) this.keepScrolled(() => (entry.text.textContent = text));
+      if (text) this.setText(item.id, text);
     } else {
       this.keepScrolled(() => entry.body.replaceChildren(...userParts(item.content ?? [])));
     }
@@ -29,12 +29,14 @@ export class Transcript {
 
   appendText(itemId, delta) {
     const entry = this.entries.get(itemId);
-    if (entry) this.keepScrolled(() => entry.text.append(delta));
+    // Answers often open with the space of their first word piece; it would show as an indent.
+    const shown = entry?.text.textContent ? delta : delta.trimStart();
+    if (entry) this.keepScrolled(() => entry.text.append(shown));
   }
 
   setText(itemId, text) {
     const entry = this.entries.get(itemId);
-    if (entry) this.keepScrolled(() => (entry.text.textContent = text));
+    if (entry) this.keepScrolled(() => (entry.text.textContent = text.trimStart()));
   }
 
   // Marks each answer of the response with its outcome and the turn's timing summary.
@@ -45,10 +47,13 @@ export class Transcript {
     const label = statusLabel(response);
     const entries = [...itemIds].map((id) => this.entries.get(id)).filter(Boolean);
     if (entries.length === 0 && label) this.note(`Answer ${label.toLowerCase()} before it started`);
-    for (const entry of entries) {
-      entry.element.dataset.status = response.status;
-      entry.meta.textContent = [label, summary].filter(Boolean).join(" · ");
-    }
+    this.keepScrolled(() => {
+      for (const entry of entries) {
+        entry.element.dataset.status = response.status;
+        entry.element.removeAttribute("aria-busy");
+        entry.meta.textContent = [label, summary].filter(Boolean).join(" · ");
+      }
+    });
   }
 
   note(text) {
@@ -70,6 +75,8 @@ export class Transcript {
     element.className = `turn ${item.role}`;
     element.dataset.itemId = item.id;
     element.dataset.status = item.status ?? "in_progress";
+    // Screen readers announce a streaming answer once, when it is finished, not delta by delta.
+    if (item.role === "assistant") element.setAttribute("aria-busy", "true");
     const who = document.createElement("p");
     who.className = "who";
     who.textContent = WHO[item.role] ?? item.role;

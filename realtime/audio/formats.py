@@ -42,7 +42,9 @@ class AudioFormat:
             raise ValueError("audio format must be an object with a 'type'")
         kind = obj["type"]
         default_rate_hz = DEFAULT_PCM_RATE_HZ if kind == "audio/pcm" else G711_RATE_HZ
-        rate_hz = obj.get("rate", default_rate_hz)
+        rate_hz = obj.get("rate")
+        if rate_hz is None:
+            rate_hz = default_rate_hz
         # bool is an int subclass, and 24000.0 would be silently truncated elsewhere.
         if type(rate_hz) is not int:
             raise ValueError(f"audio format rate must be an integer, got {rate_hz!r}")

@@ -25,8 +25,8 @@ def _to_int16(samples: np.ndarray) -> np.ndarray:
 class StreamingResampler:
     """int16 in, int16 out, bit-identical output for any chunking of the same input.
 
-    soxr's int16 stream dithers its output per call, so two chunkings of one stream differ by up to
-    2 LSB; its float32 stream is exact under any chunking, so we resample in float32 and round here.
+    libsoxr dithers int16 output (TPDF, its default), and two chunkings of one int16 stream came out
+    up to 2 LSB apart; its float32 stream is exact under any chunking, so we round here ourselves.
     """
 
     def __init__(self, in_rate_hz: int, out_rate_hz: int = ENGINE_SAMPLE_RATE_HZ) -> None:

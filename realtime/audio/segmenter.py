@@ -19,8 +19,8 @@ class VadSettings:
     silence_duration_ms: int = 500
     idle_timeout_ms: int | None = None
     # A turn opens only after this much speech (the detector's hangover not counted), so clicks,
-    # bumps and the detector's own start-up blip open none: with webrtcvad at 20 ms frames, bursts
-    # up to 100 ms are ignored and 120 ms of speech opens a turn, at every aggressiveness.
+    # bumps and the detector's own start-up blip open none: with webrtcvad at 20 ms frames, a burst
+    # voiced in up to 5 frames opens none and one voiced in 6 or more opens a turn, at every aggressiveness.
     min_speech_ms: int = 100
 
     def __post_init__(self) -> None:
@@ -79,9 +79,7 @@ class Segmenter:
         # The latest run of consecutive speech frames: [run_start, run_end).
         self._run_start = self._run_end = -1
         self._idle_since: int | None = None
-        self._min_run_n_samples = (
-            settings.min_speech_ms * _N_SAMPLES_PER_MS + detector.hangover_n_samples
-        )
+        self._min_run_n_samples = settings.min_speech_ms * _N_SAMPLES_PER_MS + detector.hangover_n_samples
         self.arm_idle_timeout()
 
     @property
@@ -109,9 +107,7 @@ class Segmenter:
                 n_taken = frame_n_samples
             else:
                 n_taken = min(frame_n_samples - self._frame_fill, len(samples) - pos)
-                self._frame[self._frame_fill : self._frame_fill + n_taken] = samples[
-                    pos : pos + n_taken
-                ]
+                self._frame[self._frame_fill : self._frame_fill + n_taken] = samples[pos : pos + n_taken]
                 self._frame_fill += n_taken
                 frame = self._frame
             pos += n_taken

@@ -31,8 +31,9 @@ def aggressiveness_for_threshold(threshold: float) -> int:
     return min(3, int(threshold * 4))
 
 
-# webrtcvad's hangover after a run of 6+ speech frames (kOverHangMax2* in WebRTC's vad_core.c),
-# in frames, by aggressiveness and then by frame length (10, 20, 30 ms).
+# webrtcvad's hangover after 6+ speech frames in a row (kOverHangMax2* in WebRTC's
+# common_audio/vad/vad_core.c; shorter runs get the shorter kOverHangMax1*), in frames,
+# by aggressiveness and then by frame length (10, 20, 30 ms).
 _WEBRTC_HANGOVER_N_FRAMES = {
     0: {10: 14, 20: 7, 30: 5},
     1: {10: 14, 20: 7, 30: 5},
@@ -49,9 +50,7 @@ class WebRtcVadDetector:
             raise ValueError(f"webrtcvad frames must be 10, 20 or 30 ms, got {frame_ms!r}")
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_n_samples = ENGINE_SAMPLE_RATE_HZ * frame_ms // 1000
-        self.hangover_n_samples = (
-            _WEBRTC_HANGOVER_N_FRAMES[aggressiveness][frame_ms] * self.frame_n_samples
-        )
+        self.hangover_n_samples = _WEBRTC_HANGOVER_N_FRAMES[aggressiveness][frame_ms] * self.frame_n_samples
 
     def is_speech(self, frame: np.ndarray) -> bool:
         return self._vad.is_speech(frame.tobytes(), ENGINE_SAMPLE_RATE_HZ)

@@ -64,19 +64,23 @@ class IncrementalAudioEncoder:
 
     def finish(self) -> mx.array:
         n_tokens = expected_n_tokens(self._processor, self._n_samples)
-        rows = self._encode(n_tokens) if self._n_samples else self._no_rows()
-        n_missing = n_tokens - self.n_tokens_emitted - rows.shape[0]
+        rows = [self._emit(self._encode(n_tokens))] if n_tokens > self.n_tokens_emitted else []
+        n_missing = n_tokens - self.n_tokens_emitted
         if n_missing > 0:
             # mlx-vlm 0.7.10 scatters encoder rows modulo their count: when the processor counts one token
-            # more than the encoder has frames (clips 1-160 samples past a 640-sample boundary), that last
-            # token gets frame 0's row. Mirrored, so a streamed prompt equals a one-shot prompt.
-            first = self._first_row if self._first_row is not None else rows[:1]
-            rows = mx.concatenate([rows, mx.broadcast_to(first, (n_missing, first.shape[1]))])
-        return self._emit(rows)
+            # more than the encoder has frames (clips 1-160 samples past a 640-sample boundary), that token
+            # gets frame 0's row; mirrored so that a streamed prompt equals a one-shot one. Clips of at most
+            # 128 samples have no frame at all (the one-shot encode fails): they get a padding frame's zero row.
+            first = self._first_row if self._first_row is not None else self._no_rows(1)
+            rows.append(self._emit(mx.repeat(first, n_missing, axis=0)))
+        return mx.concatenate(rows) if rows else self._no_rows()
 
     def _encode(self, end_frame: int) -> mx.array:
         start_frame = self.n_tokens_emitted
         frames, invalid = self._subsample(start_frame, end_frame)
+        # The mask's length is the true frame count: the convolutions return a frame even from no mel frame.
+        if not invalid.shape[1]:
+            return self._no_rows()
         context_start = self._context_start(start_frame)
         next_context_start = self._context_start(start_frame + frames.shape[1])
         n_context = start_frame - context_start
@@ -120,5 +124,5 @@ class IncrementalAudioEncoder:
         self.n_tokens_emitted += rows.shape[0]
         return rows
 
-    def _no_rows(self) -> mx.array:
-        return mx.zeros((0, self._embed_audio.embedding_projection.weight.shape[0]))
+    def _no_rows(self, n_rows: int = 0) -> mx.array:
+        return mx.zeros((n_rows, self._embed_audio.embedding_projection.weight.shape[0]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,10 @@ def load_model(path: Path, is_demo: bool = False) -> LoadedModel:
     import mlx_vlm
 
     try:
-        model, processor = mlx_vlm.load(str(path))
+        with warnings.catch_warnings():
+            # Gemma 4's own mel settings (128 filters over 257 FFT bins) trip this on every checkpoint.
+            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+            model, processor = mlx_vlm.load(str(path))
     except Exception:
         _raise_processor_failure(model_type, path)
         raise

@@ -102,7 +102,7 @@ class MlxBackend:
         self._rules = TokenRules.for_model(model.config)
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
-        self._keep_images_whole = self.loaded.model_type == "gemma4_unified"
+        self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
 
     def generate(
@@ -113,20 +113,30 @@ class MlxBackend:
         cache = session.cache if in_session else self._new_cache()
         answer = _Answer(self.loaded.processor.tokenizer)
         prompt = self._renderer.render(request.instructions, request.turns, session.replies)
-        session.busy = session.busy or in_session
+        if in_session:
+            # Answers no longer in the conversation (deleted items) will not be replayed again.
+            present = {turn.item_id for turn in request.turns}
+            session.replies = {k: v for k, v in session.replies.items() if k in present}
+            session.busy = True
         try:
-            yield from self._answer(request, prompt, cache, answer, should_stop)
+            done = yield from self._answer(request, prompt, cache, answer, should_stop)
         except Exception:
             # A forward that failed halfway may have written layers past the recorded keys.
             cache.clear()
             raise
         finally:
+            # Before GenerationDone goes out: the worker may submit the next turn as soon as it sees it.
             if in_session:
                 session.busy = False
                 session.replies[request.output_item_id] = answer.reply()
+        yield done
 
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+
+    def reply(self, session_id: str, output_item_id: str) -> Reply | None:
+        """The tokens and text of an answer this session's cache holds, as the next turn will replay it."""
+        return self._session(session_id).replies.get(output_item_id)
 
     # Building blocks for streaming prefill (issue 8): feed a turn while it is spoken, roll back if dropped.
 
@@ -135,6 +145,12 @@ class MlxBackend:
 
     def restore(self, session_id: str, snapshot: CacheSnapshot) -> None:
         self._session(session_id).cache.restore(snapshot)
+
+    def render_prompt(self, request: GenerationRequest) -> Prompt:
+        """The ids and keys generate() would prefill for this request, media spans included."""
+        return self._renderer.render(
+            request.instructions, request.turns, self._session(request.session_id).replies
+        )
 
     def cached_keys(self, session_id: str) -> tuple:
         return tuple(self._session(session_id).cache.keys)
@@ -146,7 +162,7 @@ class MlxBackend:
         session = self._session(session_id)
         if session.busy:
             raise RuntimeError(f"session {session_id} is generating")
-        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens, self._keep_images_whole):
+        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
             if should_stop():
                 return
             self._prefiller.forward(session.cache, chunk)
@@ -164,7 +180,7 @@ class MlxBackend:
         cache: ConversationCache,
         answer: _Answer,
         should_stop: Callable[[], bool],
-    ) -> Iterator[EngineOutput]:
+    ) -> Generator[TextDelta, None, GenerationDone]:
         n_cached = self._reuse_prefix(cache, prompt)
         usage = _input_usage(prompt, n_cached)
         logits = yield from self._prefill_prompt(request.response_id, prompt, cache, should_stop)
@@ -172,7 +188,7 @@ class MlxBackend:
         if logits is not None:
             reason = yield from self._decode(request, logits, cache, answer, should_stop)
         usage = replace(usage, output_tokens=len(answer.token_ids))
-        yield GenerationDone(request.response_id, reason, usage)
+        return GenerationDone(request.response_id, reason, usage)
 
     def _reuse_prefix(self, cache: ConversationCache, prompt: Prompt) -> int:
         # The prompt's last token always runs again: its logits start the answer and are not cached.
@@ -200,28 +216,27 @@ class MlxBackend:
             pieces.append(EmbeddingPiece(prompt.keys[start:end], rows[start - span.start :], kind))
             position = end
         pieces.append(TokenPiece(prompt.ids[position:]))
-        chunks = self._prompt_chunks([p for p in pieces if len(p)])
+        chunks, image_blocks = self._prompt_chunks([p for p in pieces if len(p)])
         for i, chunk in enumerate(chunks):
             if should_stop():
                 return None
-            logits = self._prefiller.forward(cache, chunk)
+            logits = self._prefiller.forward(cache, chunk, image_blocks)
             if i < len(chunks) - 1:
                 yield TextDelta(response_id, "")
         return logits
 
-    def _prompt_chunks(self, pieces: list[Piece]) -> list[list[Piece]]:
-        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own,
-        # except that a gemma4_unified prompt with an image and no audio runs in one piece (its image
-        # block attends bidirectionally only within one forward from the cache's start).
+    def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
+        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
+        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
+        # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
         kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
-        if self._keep_images_whole and "image" in kinds and "audio" not in kinds:
-            return [pieces]
+        if self._unified and "image" in kinds and "audio" not in kinds:
+            return [pieces], True
         *head, last = pieces
         if len(last) > 1:
             head.append(last.slice(0, len(last) - 1))
             last = last.slice(len(last) - 1, len(last))
-        chunks = split_into_chunks(head, self._prefill_chunk_tokens, self._keep_images_whole)
-        return [*chunks, [last]]
+        return [*split_into_chunks(head, self._prefill_chunk_tokens), [last]], False
 
     def _decode(
         self,

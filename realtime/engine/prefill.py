@@ -11,7 +11,7 @@ import mlx.core as mx
 from .conversation_cache import ConversationCache
 from .prompt import Key
 
-# mlx-vlm's mm_token_type_ids values; images form bidirectional blocks in gemma4_unified.
+# mlx-vlm's mm_token_type_ids values; with them gemma4_unified's image blocks attend bidirectionally.
 _TOKEN_TYPES = {"image": 1, "audio": 3}
 
 
@@ -52,24 +52,20 @@ class EmbeddingPiece:
 Piece = TokenPiece | EmbeddingPiece
 
 
-def split_into_chunks(
-    pieces: Sequence[Piece], max_tokens: int, keep_images_whole: bool = False
-) -> list[list[Piece]]:
-    """Chunks of at most max_tokens, except that a whole image block may exceed it when asked to stay whole."""
-    chunks: list[list[Piece]] = [[]]
-    room = max_tokens
+def split_into_chunks(pieces: Sequence[Piece], max_tokens: int) -> list[list[Piece]]:
+    chunks: list[list[Piece]] = []
+    room = 0
     for piece in pieces:
-        whole = keep_images_whole and isinstance(piece, EmbeddingPiece) and piece.kind == "image"
         start = 0
         while start < len(piece):
-            if room == 0 or (whole and room < len(piece) and chunks[-1]):
+            if room == 0:
                 chunks.append([])
                 room = max_tokens
-            stop = len(piece) if whole else min(len(piece), start + room)
+            stop = min(len(piece), start + room)
             chunks[-1].append(piece.slice(start, stop))
-            room = max(0, room - (stop - start))
+            room -= stop - start
             start = stop
-    return [chunk for chunk in chunks if chunk]
+    return chunks
 
 
 class Prefiller:
@@ -78,17 +74,22 @@ class Prefiller:
     def __init__(self, model: Any) -> None:
         self._language_model = model.language_model
         self._text_model = model.language_model.model
-        self._pass_token_types = getattr(self._text_model.config, "use_bidirectional_attention", None) == "vision"
 
-    def forward(self, cache: ConversationCache, pieces: Sequence[Piece]) -> mx.array:
-        """Prefills one chunk and returns the logits after its last token, shape (1, vocab)."""
+    def forward(
+        self, cache: ConversationCache, pieces: Sequence[Piece], image_blocks: bool = False
+    ) -> mx.array:
+        """Prefills one chunk and returns the logits after its last token, shape (1, vocab).
+
+        image_blocks passes token types, with which mlx-vlm 0.7.10 makes gemma4_unified image blocks
+        bidirectional, but only in a forward that starts at an empty cache (its overlay needs a square mask).
+        """
         embeds = mx.concatenate([self._embed(p) for p in pieces], axis=0)[None]
         kwargs: dict[str, Any] = {}
         if self._text_model.hidden_size_per_layer_input:
             # Soft tokens read the per-layer table at id 0, as mlx-vlm's get_input_embeddings does.
             ids = [i for p in pieces for i in (p.ids if isinstance(p, TokenPiece) else [0] * len(p))]
             kwargs["per_layer_inputs"] = self._text_model.get_per_layer_inputs(mx.array([ids]))
-        if self._pass_token_types:
+        if image_blocks:
             types = [_token_type(p) for p in pieces for _ in range(len(p))]
             kwargs["mm_token_type_ids"] = mx.array([types])
         output = self._language_model(

@@ -112,6 +112,11 @@ class EngineWorker:
                 return True
             block = False
             if isinstance(command, _Stop):
+                # Close unfinished generations here, on the engine thread, not later in a collector.
+                for job in self._jobs:
+                    if job.steps is not None:
+                        job.steps.close()
+                self._jobs.clear()
                 return False
             if isinstance(command, _Submit):
                 self._jobs.append(_Job(command.request, command.sink))

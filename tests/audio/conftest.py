@@ -3,10 +3,12 @@ import functools
 import pytest
 
 from tests.audio.speech import SENTENCES, Timeline, render_timeline, synthesize
+from tests.conftest import require_tool
 
 
 @pytest.fixture(scope="session")
 def speech_clips():
+    require_tool("espeak-ng")
     return [synthesize(text) for text in SENTENCES]
 
 

@@ -17,6 +17,7 @@ from realtime.audio.ingest import AudioIngest
     [
         ({"type": "audio/pcm", "rate": 24000}, AudioFormat("audio/pcm", 24000)),
         ({"type": "audio/pcm"}, AudioFormat("audio/pcm", 24000)),
+        ({"type": "audio/pcm", "rate": None}, AudioFormat("audio/pcm", 24000)),
         ({"type": "audio/pcm", "rate": 44100}, AudioFormat("audio/pcm", 44100)),
         ({"type": "audio/pcmu"}, AudioFormat("audio/pcmu", 8000)),
         ({"type": "audio/pcma", "rate": 8000}, AudioFormat("audio/pcma", 8000)),

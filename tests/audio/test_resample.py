@@ -23,7 +23,7 @@ def _stream(resampler: StreamingResampler, samples: np.ndarray, chunk_n_samples:
 
 @pytest.mark.parametrize("in_rate_hz", RATES_HZ)
 def test_any_chunking_gives_bit_identical_output(in_rate_hz):
-    samples = _noise(in_rate_hz)
+    samples = _noise(in_rate_hz // 4)
     whole = _stream(StreamingResampler(in_rate_hz), samples, [len(samples)])
     for chunks in ([1], [7], [160, 1, 333], [4801]):
         assert np.array_equal(_stream(StreamingResampler(in_rate_hz), samples, chunks), whole)
@@ -35,7 +35,10 @@ def test_soxr_int16_streams_are_not_chunking_exact():
 
     def run(chunk_n_samples):
         stream = soxr.ResampleStream(24000, 16000, 1, dtype="int16", quality="HQ")
-        pieces = [stream.resample_chunk(samples[i : i + chunk_n_samples]) for i in range(0, 24000, chunk_n_samples)]
+        pieces = [
+            stream.resample_chunk(samples[i : i + chunk_n_samples])
+            for i in range(0, len(samples), chunk_n_samples)
+        ]
         return np.concatenate(pieces + [stream.resample_chunk(samples[:0], last=True)])
 
     assert not np.array_equal(run(24000), run(160))

@@ -140,3 +140,119 @@ def test_a_click_opens_no_turn():
     samples[20000:20040] = 30000
     segmenter = Segmenter(VadSettings(), WebRtcVadDetector(2))
     assert segmenter.push(samples) == []
+
+
+class ScriptedDetector:
+    """Votes from a script, one character per 20 ms frame ("1" speech, "." not): exact hysteresis."""
+
+    frame_n_samples = 320
+
+    def __init__(self, script: str, hangover_n_frames: int = 0) -> None:
+        self._votes = iter(script)
+        self.hangover_n_samples = hangover_n_frames * self.frame_n_samples
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        assert len(frame) == self.frame_n_samples
+        return next(self._votes) == "1"
+
+
+def _run_script(script: str, settings: VadSettings, hangover_n_frames: int = 0, chunk: int = 320):
+    segmenter = Segmenter(settings, ScriptedDetector(script, hangover_n_frames))
+    silence = np.zeros(len(script) * 320, dtype=np.int16)
+    events = []
+    for i in range(0, len(silence), chunk):
+        events += segmenter.push(silence[i : i + chunk])
+    return segmenter, events
+
+
+FRAME = 320
+NO_PADDING = VadSettings(prefix_padding_ms=0, silence_duration_ms=100, min_speech_ms=100)
+
+
+def test_speech_starts_after_min_speech_of_consecutive_frames():
+    # Four speech frames (80 ms) twice, then five (100 ms): only the last run opens a turn.
+    _, events = _run_script("..1111.1111..11111" + "." * 10, NO_PADDING)
+    assert events == [SpeechStarted(13 * FRAME), SpeechStopped(18 * FRAME)]
+
+
+def test_hangover_is_counted_out_of_runs_and_turn_ends():
+    # With a 3-frame hangover a run needs 5 + 3 frames; the turn ends 3 frames before the run does.
+    script = "..1111111" + "." * 20 + "11111111" + "." * 10
+    _, events = _run_script(script, NO_PADDING, hangover_n_frames=3)
+    assert events == [SpeechStarted(29 * FRAME), SpeechStopped(34 * FRAME)]
+
+
+def test_stop_waits_for_silence_duration_after_the_end_of_speech():
+    settings = VadSettings(prefix_padding_ms=0, silence_duration_ms=200, min_speech_ms=20)
+    # A 180 ms pause does not end the turn; a 200 ms one does, counted from the end of speech.
+    segmenter, events = _run_script("11" + "." * 9 + "11" + "." * 9, settings)
+    assert events == [SpeechStarted(0)]
+    assert segmenter.in_speech
+    segmenter, events = _run_script("11" + "." * 10 + "1", settings)
+    assert events == [SpeechStarted(0), SpeechStopped(2 * FRAME), SpeechStarted(12 * FRAME)]
+
+
+def test_any_push_sizes_give_the_same_events():
+    script = "...111111....1111111111....." + "." * 30 + "1111111111" + "." * 30
+    settings = VadSettings(prefix_padding_ms=40, silence_duration_ms=300, idle_timeout_ms=500)
+    _, reference = _run_script(script, settings, hangover_n_frames=2)
+    assert reference == [
+        SpeechStarted(13 * FRAME - 640),
+        SpeechStopped(21 * FRAME),
+        IdleTimeout(21 * FRAME + 8000, 21 * FRAME),
+        SpeechStarted(58 * FRAME - 640),
+        SpeechStopped(66 * FRAME),
+        IdleTimeout(66 * FRAME + 8000, 66 * FRAME),
+    ]
+    for chunk in (1, 7, 319, 321, 5000):
+        assert _run_script(script, settings, hangover_n_frames=2, chunk=chunk)[1] == reference
+
+
+def test_reset_forgets_the_turn_and_bounds_the_next_start():
+    settings = VadSettings(prefix_padding_ms=300, silence_duration_ms=100, min_speech_ms=40)
+    segmenter = Segmenter(settings, ScriptedDetector("." * 30 + "111" + "111" + "....."))
+    silence = np.zeros(FRAME, dtype=np.int16)
+    events = [e for _ in range(33) for e in segmenter.push(silence)]
+    assert events == [SpeechStarted(30 * FRAME - 300 * 16)]
+    segmenter.push(silence[:100])  # reset mid-frame: the frame grid stays where it was
+    segmenter.reset()
+    assert not segmenter.in_speech and segmenter.n_samples_seen == 33 * FRAME + 100
+    # The rest of frame 33 and frames 34-35 are speech, then five frames of silence.
+    events = segmenter.push(np.zeros(220 + 2 * FRAME + 5 * FRAME, dtype=np.int16))
+    assert events == [SpeechStarted(33 * FRAME + 100), SpeechStopped(36 * FRAME)]
+
+
+def test_earliest_start_sample_bounds_every_later_start():
+    settings = VadSettings(prefix_padding_ms=100, silence_duration_ms=100, min_speech_ms=60)
+    segmenter = Segmenter(settings, ScriptedDetector("." * 20 + "11" + "." + "111" + "....."))
+    silence = np.zeros(FRAME, dtype=np.int16)
+    bounds = []
+    for _ in range(26):
+        bounds.append(segmenter.earliest_start_sample)
+        segmenter.push(silence[:200])
+        segmenter.push(silence[200:])
+    assert bounds[:21] == [max(0, i * FRAME - 1600) for i in range(21)]
+    assert bounds[22] == 20 * FRAME - 1600  # a run is pending: it may still become the turn
+    assert bounds[23] == 23 * FRAME - 1600  # that run died; the next may start here
+    assert bounds[24] == 23 * FRAME - 1600
+
+
+def test_idle_timeout_waits_on_a_pending_run_and_fires_if_it_dies():
+    settings = VadSettings(prefix_padding_ms=0, min_speech_ms=100, idle_timeout_ms=200)
+    # The timeout falls due at frame 10 while a run is pending; the run becomes speech: no timeout.
+    _, events = _run_script("." * 8 + "11111", settings)
+    assert events == [SpeechStarted(8 * FRAME)]
+    # The same run dies after two frames: the timeout, due at 200 ms, is told once it has.
+    _, events = _run_script("." * 8 + "11" + "....", settings)
+    assert events == [IdleTimeout(10 * FRAME, 0)]
+
+
+def test_speech_disarms_the_idle_timeout_even_if_the_turn_is_reset():
+    settings = VadSettings(prefix_padding_ms=0, min_speech_ms=20, idle_timeout_ms=200)
+    segmenter = Segmenter(settings, ScriptedDetector("1" + "." * 40))
+    silence = np.zeros(FRAME, dtype=np.int16)
+    assert segmenter.push(silence) == [SpeechStarted(0)]
+    segmenter.reset()
+    assert segmenter.push(np.zeros(30 * FRAME, dtype=np.int16)) == []
+    segmenter.arm_idle_timeout()
+    assert segmenter.push(np.zeros(10 * FRAME, dtype=np.int16)) == [IdleTimeout(41 * FRAME, 31 * FRAME)]

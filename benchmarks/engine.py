@@ -1,0 +1,258 @@
+"""MLX engine speed: prefill, decode, audio-turn first-token latency, cache reuse and concurrent sessions."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlx.core as mx  # noqa: E402
+import mlx_vlm  # noqa: E402
+import numpy as np  # noqa: E402
+from mlx_vlm.generate import stream_generate  # noqa: E402
+
+from realtime.engine.demo_model import ensure_demo_model  # noqa: E402
+from realtime.engine.interface import (  # noqa: E402
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioPart,
+    GenerationDone,
+    GenerationRequest,
+    TextDelta,
+    TextPart,
+    Turn,
+)
+from realtime.engine.loading import LoadedModel, load_model  # noqa: E402
+from realtime.engine.mlx_backend import MlxBackend  # noqa: E402
+
+RESULTS_DIR = Path(__file__).parent / "results"
+REPEATS = 3
+PREFILL_WORDS = 600  # "hello world" pairs: about 1,200 prompt tokens
+DECODE_TOKENS = 64
+AUDIO_SECONDS = (1, 5, 20)
+SESSION_COUNTS = (1, 2, 4, 8)
+CONCURRENT_TOKENS = 32
+_ids = itertools.count()
+
+
+def _request(turns, session_id=None, max_tokens=1, **kwargs) -> GenerationRequest:
+    n = next(_ids)
+    return GenerationRequest(
+        session_id=session_id or f"bench-{n}", response_id=f"r{n}", output_item_id=f"o{n}",
+        instructions="", turns=tuple(turns), max_output_tokens=max_tokens, **kwargs,
+    )
+
+
+def _user(*parts, item_id="u1") -> Turn:
+    return Turn("user", tuple(TextPart(p) if isinstance(p, str) else p for p in parts), item_id)
+
+
+def _speech_like(seconds: float) -> np.ndarray:
+    # The model is random: any waveform costs the same; this one is not silence, so no path short-cuts it.
+    t = np.arange(int(seconds * ENGINE_SAMPLE_RATE_HZ)) / ENGINE_SAMPLE_RATE_HZ
+    return (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
+
+
+def _ours_ttft_s(backend: MlxBackend, turns) -> tuple[float, GenerationDone]:
+    start = time.perf_counter()
+    outputs = list(backend.generate(_request(turns), lambda: False))
+    return time.perf_counter() - start, outputs[-1]
+
+
+def _vlm_prompt(loaded: LoadedModel, parts) -> tuple[str, list[np.ndarray]]:
+    content = [{"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "audio"} for p in parts]
+    text = loaded.processor.tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )
+    return text, [p.samples for p in parts if isinstance(p, AudioPart)]
+
+
+def _vlm_token_times(loaded: LoadedModel, parts, max_tokens: int) -> tuple[float, list[float]]:
+    text, audio = _vlm_prompt(loaded, parts)
+    loaded.processor.tokenizer.stopping_criteria.reset(loaded.model.config.eos_token_id)
+    start = time.perf_counter()
+    times = [time.perf_counter() for _ in stream_generate(
+        loaded.model, loaded.processor, text, audio=audio or None, max_tokens=max_tokens, temperature=0.0
+    )]
+    # stream_generate repeats its last token in a closing result.
+    return start, times[:max_tokens]
+
+
+def _best(measure: Callable[[], float]) -> float:
+    return min(measure() for _ in range(REPEATS))
+
+
+def measure_prefill(backend: MlxBackend, loaded: LoadedModel) -> dict:
+    parts = [TextPart(" ".join(["hello world"] * PREFILL_WORDS))]
+    _, done = _ours_ttft_s(backend, [_user(*parts)])
+    n_tokens = done.usage.input_tokens
+    ours_s = _best(lambda: _ours_ttft_s(backend, [_user(*parts)])[0])
+
+    def vlm_s() -> float:
+        start, times = _vlm_token_times(loaded, parts, 1)
+        return times[0] - start
+
+    baseline_s = _best(vlm_s)
+    return {"prompt_tokens": n_tokens, "ours_tokens_per_s": n_tokens / ours_s,
+            "mlx_vlm_tokens_per_s": n_tokens / baseline_s, "ours_over_mlx_vlm": baseline_s / ours_s}
+
+
+def _decode_rate(start_and_times: tuple[float, list[float]]) -> float:
+    _, times = start_and_times
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+def measure_decode(backend: MlxBackend, loaded: LoadedModel) -> dict:
+    parts = [TextPart("hello")]
+
+    def ours() -> tuple[float, list[float]]:
+        start = time.perf_counter()
+        request = _request([_user(*parts)], max_tokens=DECODE_TOKENS)
+        times = [time.perf_counter() for o in backend.generate(request, lambda: False) if isinstance(o, TextDelta)]
+        return start, times
+
+    ours_rate = max(_decode_rate(ours()) for _ in range(REPEATS))
+    vlm_rate = max(_decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS)) for _ in range(REPEATS))
+    return {"tokens": DECODE_TOKENS, "ours_tokens_per_s": ours_rate, "mlx_vlm_tokens_per_s": vlm_rate,
+            "ours_over_mlx_vlm": ours_rate / vlm_rate}
+
+
+def measure_audio_ttft(backend: MlxBackend, loaded: LoadedModel) -> list[dict]:
+    rows = []
+    for seconds in AUDIO_SECONDS:
+        parts = [AudioPart(_speech_like(seconds), f"clip-{seconds}"), TextPart("what did you hear")]
+        ours_s = _best(lambda parts=parts: _ours_ttft_s(backend, [_user(*parts)])[0])
+
+        def vlm_s(parts=parts) -> float:
+            start, times = _vlm_token_times(loaded, parts, 1)
+            return times[0] - start
+
+        baseline_s = _best(vlm_s)
+        rows.append({"audio_s": seconds, "audio_tokens": seconds * 25, "ours_ms": ours_s * 1000,
+                     "mlx_vlm_ms": baseline_s * 1000, "ours_over_mlx_vlm": baseline_s / ours_s})
+    return rows
+
+
+def measure_cache(backend: MlxBackend) -> dict:
+    """Turn 2 of a voice conversation (5 s of audio, a 32-token answer, then a question), cached vs cold."""
+
+    def turn_two_s(cold: bool) -> tuple[float, GenerationDone]:
+        session = f"cache-{next(_ids)}"
+        empty = backend.snapshot(session)
+        first = [_user(AudioPart(_speech_like(5), "turn-1"), "what did you hear")]
+        opening = _request(first, session_id=session, max_tokens=32)
+        list(backend.generate(opening, lambda: False))
+        said = backend.reply(session, opening.output_item_id).text
+        if cold:
+            backend.restore(session, empty)
+        turns = [*first, Turn("assistant", (TextPart(said),), opening.output_item_id), _user("tell me more", item_id="u2")]
+        start = time.perf_counter()
+        outputs = list(backend.generate(_request(turns, session_id=session), lambda: False))
+        elapsed = time.perf_counter() - start
+        backend.drop_session(session)
+        return elapsed, outputs[-1]
+
+    hit_s, hit_done = min((turn_two_s(cold=False) for _ in range(REPEATS)), key=lambda r: r[0])
+    cold_s, _ = min((turn_two_s(cold=True) for _ in range(REPEATS)), key=lambda r: r[0])
+    usage = hit_done.usage
+    return {"prompt_tokens": usage.input_tokens, "cached_tokens": usage.cached_tokens,
+            "hit_ms": hit_s * 1000, "cold_ms": cold_s * 1000, "cold_over_hit": cold_s / hit_s}
+
+
+def measure_sessions(backend: MlxBackend) -> list[dict]:
+    rows = []
+    for n_sessions in SESSION_COUNTS:
+        requests = [_request([_user(f"hello number {i}")], max_tokens=CONCURRENT_TOKENS) for i in range(n_sessions)]
+        start = time.perf_counter()
+        steps = [backend.generate(r, lambda: False) for r in requests]
+        n_tokens = 0
+        # One step of each session in turn, as the engine worker schedules them.
+        while steps:
+            for step in list(steps):
+                output = next(step)
+                if isinstance(output, GenerationDone):
+                    n_tokens += output.usage.output_tokens
+                    steps.remove(step)
+        elapsed = time.perf_counter() - start
+        rows.append({"sessions": n_sessions, "tokens": n_tokens, "aggregate_tokens_per_s": n_tokens / elapsed})
+    for row in rows:
+        row["aggregate_over_one_session"] = row["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
+        row["per_session_tokens_per_s"] = row["aggregate_tokens_per_s"] / row["sessions"]
+    return rows
+
+
+def plot(results: dict, path: Path) -> None:
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    rates = axes[0][0]
+    labels = ["prefill", "decode"]
+    x = np.arange(2)
+    for offset, who in ((-0.2, "ours"), (0.2, "mlx_vlm")):
+        rates.bar(x + offset, [results["prefill"][f"{who}_tokens_per_s"], results["decode"][f"{who}_tokens_per_s"]],
+                  0.4, label=who.replace("_", "-"))
+    rates.set(xticks=x, xticklabels=labels, ylabel="tokens/s", yscale="log", title="Prefill and decode")
+    rates.legend()
+    ttft = axes[0][1]
+    audio = results["audio_ttft"]
+    ttft.plot([r["audio_s"] for r in audio], [r["ours_ms"] for r in audio], "o-", label="ours")
+    ttft.plot([r["audio_s"] for r in audio], [r["mlx_vlm_ms"] for r in audio], "s--", label="mlx-vlm")
+    ttft.set(xlabel="audio turn (s)", ylabel="time to first token (ms)", title="Audio turn, cold")
+    ttft.legend()
+    cache = results["cache"]
+    axes[1][0].bar(["cold", "cache hit"], [cache["cold_ms"], cache["hit_ms"]], color=["grey", "tab:green"])
+    axes[1][0].set(ylabel="turn-2 time to first token (ms)",
+                   title=f"Turn 2: {cache['cached_tokens']}/{cache['prompt_tokens']} tokens cached")
+    sessions = results["sessions"]
+    axes[1][1].plot([r["sessions"] for r in sessions], [r["aggregate_tokens_per_s"] for r in sessions], "o-",
+                    label="aggregate")
+    axes[1][1].plot([r["sessions"] for r in sessions], [r["per_session_tokens_per_s"] for r in sessions], "s--",
+                    label="per session")
+    axes[1][1].set(xlabel="concurrent sessions (round-robin)", ylabel="decode tokens/s", xscale="log", xticks=SESSION_COUNTS,
+                   xticklabels=[str(n) for n in SESSION_COUNTS], title="Concurrent sessions")
+    axes[1][1].legend()
+    fig.suptitle(f"mlx-realtime engine on {results['model']} ({results['device']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, help="a Gemma 4 directory (default: the tiny demo model)")
+    args = parser.parse_args()
+    path = args.model or ensure_demo_model()
+    loaded = load_model(path, is_demo=args.model is None)
+    backend = MlxBackend(loaded)
+    load_start = time.perf_counter()
+    backend.load()
+    load_s = time.perf_counter() - load_start
+    results = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "versions": {"mlx": mx.__version__, "mlx_vlm": mlx_vlm.__version__},
+        "model": "demo gemma4 (random weights)" if args.model is None else str(path),
+        "device": str(mx.default_device()),
+        "n_cpus": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "timer": f"best of {REPEATS}; wall time (time.perf_counter) on the calling thread",
+        "warm_up_s": load_s,
+        "prefill": measure_prefill(backend, loaded),
+        "decode": measure_decode(backend, loaded),
+        "audio_ttft": measure_audio_ttft(backend, loaded),
+        "cache": measure_cache(backend),
+        "sessions": measure_sessions(backend),
+    }
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, RESULTS_DIR / "engine.png")
+    print(json.dumps({k: results[k] for k in ("prefill", "decode", "audio_ttft", "cache", "sessions")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
