@@ -78,7 +78,7 @@ class Prefiller:
     def forward(
         self, cache: ConversationCache, pieces: Sequence[Piece], image_blocks: bool = False
     ) -> mx.array:
-        """Prefills one chunk and returns the logits after its last token, shape (1, vocab).
+        """Prefills one chunk and returns the logits after its last token, shape (1, vocab), unevaluated.
 
         image_blocks passes token types, with which mlx-vlm 0.7.10 makes gemma4_unified image blocks
         bidirectional, but only in a forward that starts at an empty cache (its overlay needs a square mask).
@@ -95,10 +95,11 @@ class Prefiller:
         output = self._language_model(
             None, inputs_embeds=embeds, cache=cache.layers, logits_to_keep=1, **kwargs
         )
-        logits = output.logits[:, -1, :]
-        mx.eval(logits, [layer.state for layer in cache.layers])
+        # Only the cache is evaluated: a caller that drops the logits (every chunk but the prompt's last)
+        # then never computes the KV-shared top layers or the output head for it, as in mlx-vlm.
+        mx.eval([layer.state for layer in cache.layers])
         cache.keys.extend(k for p in pieces for k in p.keys)
-        return logits
+        return output.logits[:, -1, :]
 
     def step(self, cache: ConversationCache, token_id: int) -> mx.array:
         """One decode step: the token through the model, as mlx-vlm's generate_step feeds it."""

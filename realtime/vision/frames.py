@@ -1,4 +1,4 @@
-"""Hold the latest frames of a live camera stream, pinning those current when speech began."""
+"""Hold the latest frames of a live camera stream; during speech, hold the ones current when it began."""
 
 from __future__ import annotations
 
@@ -15,23 +15,21 @@ class _Kept:
 
 
 class FrameBuffer:
-    """The newest `max_frames` frames, plus the frames current at one marked moment.
+    """At most `max_frames` frames, ever.
 
-    Times are whatever clock the caller uses (e.g. ms of input audio received); the buffer
-    never reads a clock. Timestamps of kept frames never go backwards.
+    Times are whatever clock the caller uses; the buffer never reads one. Timestamps of kept frames
+    never go backwards. The frames current at a moment are the latest `max_frames` kept frames with a
+    timestamp at or before it; if no kept frame is that old, the earliest kept frame stands in.
 
-    The frames current at a moment are the latest `max_frames` kept frames with a timestamp
-    at or before it; if no kept frame is that old, the earliest kept frame stands in as the
-    nearest one. `mark(at_ms)` pins the frames current at `at_ms` (or, if none is held yet,
-    the first frame to arrive) so that newer frames cannot evict them during a long
-    utterance; `unmark()` lets them go. Frames already evicted when `mark` is called are gone,
-    so mark as soon as the moment is known. At most one moment is marked, so at most
-    2 * max_frames distinct frames are ever held.
+    `mark(at_ms)` freezes the buffer on the frames current at `at_ms` (speech start): while marked,
+    only frames up to that moment are taken (the first frame to arrive, if none is held yet), so a
+    long utterance cannot evict the frame the user was looking at, and the frames it would have
+    evicted are never decoded. `unmark()` (the turn was committed or dropped) lets newer frames in
+    again; until the next one arrives, the latest frame is the one from speech start.
     """
 
     def __init__(self, max_frames: int = 1, min_interval_ms: int = 0) -> None:
-        self._recent: deque[_Kept] = deque()
-        self._pinned: list[_Kept] = []
+        self._kept: deque[_Kept] = deque()
         self._mark_ms: int | None = None
         self.reconfigure(max_frames, min_interval_ms)
 
@@ -49,62 +47,50 @@ class FrameBuffer:
 
     @property
     def n_frames_held(self) -> int:
-        return len(self._held())
+        return len(self._kept)
 
     def would_keep(self, at_ms: int) -> bool:
         # Callers check this before decoding, so frames that would be dropped cost nothing.
-        if not self._recent:
+        if not self._kept:
             return True
-        elapsed_ms = at_ms - self._recent[-1].at_ms
+        if self._mark_ms is not None and at_ms > self._mark_ms:
+            return False
+        elapsed_ms = at_ms - self._kept[-1].at_ms
         return elapsed_ms >= 0 and elapsed_ms >= self._min_interval_ms
 
     def offer(self, frame: DecodedImage, at_ms: int) -> bool:
         if not self.would_keep(at_ms):
             return False
-        kept = _Kept(at_ms, frame)
-        self._recent.append(kept)
-        if self._mark_ms is not None and (at_ms <= self._mark_ms or not self._pinned):
-            self._pinned = _current_at(self._pinned + [kept], self._mark_ms, self._max_frames)
+        self._kept.append(_Kept(at_ms, frame))
         return True
 
     def frames_at(self, at_ms: int) -> list[DecodedImage]:
-        return [kept.frame for kept in _current_at(self._held(), at_ms, self._max_frames)]
+        older = [kept for kept in self._kept if kept.at_ms <= at_ms]
+        chosen = older[-self._max_frames :] if older else list(self._kept)[:1]
+        return [kept.frame for kept in chosen]
 
     def latest(self) -> list[DecodedImage]:
-        return [kept.frame for kept in self._recent]
+        return [kept.frame for kept in self._kept]
 
     def mark(self, at_ms: int) -> None:
-        """Pin the frames current at `at_ms`; replaces any earlier mark."""
+        """Freeze on the frames current at `at_ms`; replaces any earlier mark."""
         self._mark_ms = at_ms
-        self._pinned = _current_at(list(self._recent), at_ms, self._max_frames)
+        current = set(map(id, self.frames_at(at_ms)))
+        self._kept = deque((k for k in self._kept if id(k.frame) in current), maxlen=self._max_frames)
 
     def unmark(self) -> None:
         self._mark_ms = None
-        self._pinned = []
 
     def clear(self) -> None:
         """Forget every frame, the mark and the interval timing: as freshly built."""
-        self._recent.clear()
+        self._kept.clear()
         self.unmark()
 
     def reconfigure(self, max_frames: int, min_interval_ms: int) -> None:
         if max_frames < 1 or min_interval_ms < 0:
             raise ValueError(
-                f"need max_frames >= 1 and min_interval_ms >= 0: {max_frames}, {min_interval_ms}"
+                f"need max_frames >= 1 and min_interval_ms >= 0, got {max_frames}, {min_interval_ms}"
             )
         self._max_frames = max_frames
         self._min_interval_ms = min_interval_ms
-        self._recent = deque(self._recent, maxlen=max_frames)
-        self._pinned = self._pinned[-max_frames:]
-
-    def _held(self) -> list[_Kept]:
-        # Pinned frames are older than or equal to the recent ones; an entry may be in both.
-        recent_ids = {id(kept) for kept in self._recent}
-        return [kept for kept in self._pinned if id(kept) not in recent_ids] + list(self._recent)
-
-
-def _current_at(kept_in_order: list[_Kept], at_ms: int, max_frames: int) -> list[_Kept]:
-    older = [kept for kept in kept_in_order if kept.at_ms <= at_ms]
-    if older:
-        return older[-max_frames:]
-    return kept_in_order[:1]
+        self._kept = deque(self._kept, maxlen=max_frames)

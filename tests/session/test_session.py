@@ -339,3 +339,45 @@ def test_clear_drops_the_buffer():
         {"type": "input_audio_buffer.commit"},
     )
     assert types(events) == ["input_audio_buffer.cleared", "error"]
+
+
+def test_thirty_fps_for_ten_seconds_keeps_memory_bounded_and_attaches_the_frame_at_speech_start():
+    session = make_session()
+    session.receive_message(json.dumps({"type": "session.update", "session": {"frames": {"max_per_turn": 1}}}))
+    colors = {}
+    speech = np.concatenate([silence(2000), tone(7000), silence(1000)])
+    chunk_n_samples = 24000 // 30
+    speech_started_at_ms = None
+    for n in range(300):
+        now_ms = n * 1000 // 30
+        colors[now_ms] = (n % 256, 255 - n % 256, 7)
+        session.receive_message(json.dumps({"type": "input_image_buffer.append", "image": png_data_uri(colors[now_ms], (8, 8))}), now_ms=now_ms)
+        chunk = speech[n * chunk_n_samples : (n + 1) * chunk_n_samples]
+        session.receive_message(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(chunk)}), now_ms=now_ms)
+        events, commands = drain(session)
+        if "input_audio_buffer.speech_started" in types(events):
+            speech_started_at_ms = now_ms
+        assert session._frames.n_frames_held <= 1
+        if commands:
+            turn_commands = commands
+    assert speech_started_at_ms is not None
+    image_part, _ = turn_commands[0].request.turns[-1].parts
+    assert image_part.image.getpixel((0, 0)) == colors[speech_started_at_ms]
+
+
+def test_idle_timeout_triggers_a_response():
+    session = make_session()
+    drive(session, {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 1000}}}}})
+    events, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(1500))})
+    assert types(events)[:4] == [
+        "input_audio_buffer.timeout_triggered",
+        "input_audio_buffer.committed",
+        "conversation.item.added",
+        "conversation.item.done",
+    ]
+    assert (events[0]["audio_start_ms"], events[0]["audio_end_ms"]) == (0, 1000)
+    assert isinstance(commands[0], StartGeneration)
+    events = run_engine(session, commands)
+    # Fires once: more silence after the answer starts the count again from the answer's end.
+    events, _ = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(900))})
+    assert "input_audio_buffer.timeout_triggered" not in types(events)

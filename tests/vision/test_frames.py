@@ -38,32 +38,30 @@ def test_marked_frame_survives_a_long_utterance_in_bounded_memory():
     # Speech starts at 2010 ms, between frame 60 (2000 ms) and frame 61 (2033 ms).
     buffer = FrameBuffer(max_frames=1)
     for index, decoded in enumerate(STREAM):
-        assert buffer.offer(decoded, at_ms(index))
+        if buffer.would_keep(at_ms(index)):
+            buffer.offer(decoded, at_ms(index))
         if index == 60:
             buffer.mark(2010)
-        assert buffer.n_frames_held <= 2
+        assert buffer.n_frames_held <= 1
     assert indices(buffer.frames_at(2010)) == [60]
-    assert indices(buffer.frames_at(2000)) == [60]
-    assert indices(buffer.frames_at(10_000)) == [299]
-    assert indices(buffer.latest()) == [299]
+    assert indices(buffer.latest()) == [60]
     buffer.unmark()
-    assert buffer.n_frames_held == 1
-    assert indices(buffer.frames_at(2010)) == [299]  # evicted: the earliest held stands in
+    buffer.offer(STREAM[299], at_ms(299))
+    assert indices(buffer.latest()) == [299]
 
 
-def test_mark_pins_max_frames_and_holds_at_most_twice_that():
+def test_mark_keeps_max_frames_current_at_that_moment():
     buffer = FrameBuffer(max_frames=3)
     for index, decoded in enumerate(STREAM):
         buffer.offer(decoded, at_ms(index))
         if index == 60:
             buffer.mark(2000)
-        assert buffer.n_frames_held <= 6
+        assert buffer.n_frames_held <= 3
     assert indices(buffer.frames_at(2000)) == [58, 59, 60]
-    assert indices(buffer.frames_at(at_ms(150))) == [58, 59, 60]  # pinned, recent are later
-    assert indices(buffer.latest()) == [297, 298, 299]
+    assert indices(buffer.latest()) == [58, 59, 60]
 
 
-def test_frames_arriving_before_the_marked_moment_join_the_pin():
+def test_frames_arriving_up_to_the_marked_moment_are_still_taken():
     buffer = FrameBuffer(max_frames=2)
     buffer.mark(at_ms(5))
     for index in range(12):
@@ -71,12 +69,12 @@ def test_frames_arriving_before_the_marked_moment_join_the_pin():
     assert indices(buffer.frames_at(at_ms(5))) == [4, 5]
 
 
-def test_mark_before_any_frame_pins_the_first_to_arrive():
+def test_mark_before_any_frame_keeps_the_first_to_arrive():
     buffer = FrameBuffer(max_frames=1)
     buffer.mark(0)
     for index in range(100, 200):
         buffer.offer(STREAM[index], at_ms(index))
-        assert buffer.n_frames_held <= 2
+        assert buffer.n_frames_held <= 1
     assert indices(buffer.frames_at(0)) == [100]
 
 
@@ -128,18 +126,6 @@ def test_reconfigure_keeps_the_newest_frames_and_the_interval_clock():
         buffer.reconfigure(max_frames=0, min_interval_ms=0)
     with pytest.raises(ValueError):
         FrameBuffer(min_interval_ms=-1)
-
-
-def test_reconfigure_trims_the_pinned_frames_too():
-    buffer = FrameBuffer(max_frames=3)
-    for index in range(3):
-        buffer.offer(STREAM[index], 10 * index)
-    buffer.mark(20)
-    for index in range(3, 9):
-        buffer.offer(STREAM[index], 10 * index)
-    buffer.reconfigure(max_frames=1, min_interval_ms=0)
-    assert buffer.n_frames_held == 2
-    assert indices(buffer.frames_at(20)) == [2]
 
 
 def test_clear_forgets_frames_mark_and_interval_clock():
