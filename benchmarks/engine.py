@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +46,13 @@ _ids = itertools.count()
 def _request(turns, session_id=None, max_tokens=1, **kwargs) -> GenerationRequest:
     n = next(_ids)
     return GenerationRequest(
-        session_id=session_id or f"bench-{n}", response_id=f"r{n}", output_item_id=f"o{n}",
-        instructions="", turns=tuple(turns), max_output_tokens=max_tokens, **kwargs,
+        session_id=session_id or f"bench-{n}",
+        response_id=f"r{n}",
+        output_item_id=f"o{n}",
+        instructions="",
+        turns=tuple(turns),
+        max_output_tokens=max_tokens,
+        **kwargs,
     )
 
 
@@ -69,7 +73,9 @@ def _ours_ttft_s(backend: MlxBackend, turns) -> tuple[float, GenerationDone]:
 
 
 def _vlm_prompt(loaded: LoadedModel, parts) -> tuple[str, list[np.ndarray]]:
-    content = [{"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "audio"} for p in parts]
+    content = [
+        {"type": "text", "text": p.text} if isinstance(p, TextPart) else {"type": "audio"} for p in parts
+    ]
     text = loaded.processor.tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
     )
@@ -80,9 +86,12 @@ def _vlm_token_times(loaded: LoadedModel, parts, max_tokens: int) -> tuple[float
     text, audio = _vlm_prompt(loaded, parts)
     loaded.processor.tokenizer.stopping_criteria.reset(loaded.model.config.eos_token_id)
     start = time.perf_counter()
-    times = [time.perf_counter() for _ in stream_generate(
-        loaded.model, loaded.processor, text, audio=audio or None, max_tokens=max_tokens, temperature=0.0
-    )]
+    times = [
+        time.perf_counter()
+        for _ in stream_generate(
+            loaded.model, loaded.processor, text, audio=audio or None, max_tokens=max_tokens, temperature=0.0
+        )
+    ]
     # stream_generate repeats its last token in a closing result.
     return start, times[:max_tokens]
 
@@ -102,8 +111,12 @@ def measure_prefill(backend: MlxBackend, loaded: LoadedModel) -> dict:
         return times[0] - start
 
     baseline_s = _best(vlm_s)
-    return {"prompt_tokens": n_tokens, "ours_tokens_per_s": n_tokens / ours_s,
-            "mlx_vlm_tokens_per_s": n_tokens / baseline_s, "ours_over_mlx_vlm": baseline_s / ours_s}
+    return {
+        "prompt_tokens": n_tokens,
+        "ours_tokens_per_s": n_tokens / ours_s,
+        "mlx_vlm_tokens_per_s": n_tokens / baseline_s,
+        "ours_over_mlx_vlm": baseline_s / ours_s,
+    }
 
 
 def _decode_rate(start_and_times: tuple[float, list[float]]) -> float:
@@ -117,13 +130,19 @@ def measure_decode(backend: MlxBackend, loaded: LoadedModel) -> dict:
     def ours() -> tuple[float, list[float]]:
         start = time.perf_counter()
         request = _request([_user(*parts)], max_tokens=DECODE_TOKENS)
-        times = [time.perf_counter() for o in backend.generate(request, lambda: False) if isinstance(o, TextDelta)]
+        times = [
+            time.perf_counter() for o in backend.generate(request, lambda: False) if isinstance(o, TextDelta)
+        ]
         return start, times
 
     ours_rate = max(_decode_rate(ours()) for _ in range(REPEATS))
     vlm_rate = max(_decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS)) for _ in range(REPEATS))
-    return {"tokens": DECODE_TOKENS, "ours_tokens_per_s": ours_rate, "mlx_vlm_tokens_per_s": vlm_rate,
-            "ours_over_mlx_vlm": ours_rate / vlm_rate}
+    return {
+        "tokens": DECODE_TOKENS,
+        "ours_tokens_per_s": ours_rate,
+        "mlx_vlm_tokens_per_s": vlm_rate,
+        "ours_over_mlx_vlm": ours_rate / vlm_rate,
+    }
 
 
 def measure_audio_ttft(backend: MlxBackend, loaded: LoadedModel) -> list[dict]:
@@ -137,8 +156,15 @@ def measure_audio_ttft(backend: MlxBackend, loaded: LoadedModel) -> list[dict]:
             return times[0] - start
 
         baseline_s = _best(vlm_s)
-        rows.append({"audio_s": seconds, "audio_tokens": seconds * 25, "ours_ms": ours_s * 1000,
-                     "mlx_vlm_ms": baseline_s * 1000, "ours_over_mlx_vlm": baseline_s / ours_s})
+        rows.append(
+            {
+                "audio_s": seconds,
+                "audio_tokens": seconds * 25,
+                "ours_ms": ours_s * 1000,
+                "mlx_vlm_ms": baseline_s * 1000,
+                "ours_over_mlx_vlm": baseline_s / ours_s,
+            }
+        )
     return rows
 
 
@@ -154,7 +180,11 @@ def measure_cache(backend: MlxBackend) -> dict:
         said = backend.reply(session, opening.output_item_id).text
         if cold:
             backend.restore(session, empty)
-        turns = [*first, Turn("assistant", (TextPart(said),), opening.output_item_id), _user("tell me more", item_id="u2")]
+        turns = [
+            *first,
+            Turn("assistant", (TextPart(said),), opening.output_item_id),
+            _user("tell me more", item_id="u2"),
+        ]
         start = time.perf_counter()
         outputs = list(backend.generate(_request(turns, session_id=session), lambda: False))
         elapsed = time.perf_counter() - start
@@ -164,14 +194,21 @@ def measure_cache(backend: MlxBackend) -> dict:
     hit_s, hit_done = min((turn_two_s(cold=False) for _ in range(REPEATS)), key=lambda r: r[0])
     cold_s, _ = min((turn_two_s(cold=True) for _ in range(REPEATS)), key=lambda r: r[0])
     usage = hit_done.usage
-    return {"prompt_tokens": usage.input_tokens, "cached_tokens": usage.cached_tokens,
-            "hit_ms": hit_s * 1000, "cold_ms": cold_s * 1000, "cold_over_hit": cold_s / hit_s}
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "hit_ms": hit_s * 1000,
+        "cold_ms": cold_s * 1000,
+        "cold_over_hit": cold_s / hit_s,
+    }
 
 
 def measure_sessions(backend: MlxBackend) -> list[dict]:
     rows = []
     for n_sessions in SESSION_COUNTS:
-        requests = [_request([_user(f"hello number {i}")], max_tokens=CONCURRENT_TOKENS) for i in range(n_sessions)]
+        requests = [
+            _request([_user(f"hello number {i}")], max_tokens=CONCURRENT_TOKENS) for i in range(n_sessions)
+        ]
         start = time.perf_counter()
         steps = [backend.generate(r, lambda: False) for r in requests]
         n_tokens = 0
@@ -183,7 +220,9 @@ def measure_sessions(backend: MlxBackend) -> list[dict]:
                     n_tokens += output.usage.output_tokens
                     steps.remove(step)
         elapsed = time.perf_counter() - start
-        rows.append({"sessions": n_sessions, "tokens": n_tokens, "aggregate_tokens_per_s": n_tokens / elapsed})
+        rows.append(
+            {"sessions": n_sessions, "tokens": n_tokens, "aggregate_tokens_per_s": n_tokens / elapsed}
+        )
     for row in rows:
         row["aggregate_over_one_session"] = row["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
         row["per_session_tokens_per_s"] = row["aggregate_tokens_per_s"] / row["sessions"]
@@ -196,8 +235,12 @@ def plot(results: dict, path: Path) -> None:
     labels = ["prefill", "decode"]
     x = np.arange(2)
     for offset, who in ((-0.2, "ours"), (0.2, "mlx_vlm")):
-        rates.bar(x + offset, [results["prefill"][f"{who}_tokens_per_s"], results["decode"][f"{who}_tokens_per_s"]],
-                  0.4, label=who.replace("_", "-"))
+        rates.bar(
+            x + offset,
+            [results["prefill"][f"{who}_tokens_per_s"], results["decode"][f"{who}_tokens_per_s"]],
+            0.4,
+            label=who.replace("_", "-"),
+        )
     rates.set(xticks=x, xticklabels=labels, ylabel="tokens/s", yscale="log", title="Prefill and decode")
     rates.legend()
     ttft = axes[0][1]
@@ -208,15 +251,31 @@ def plot(results: dict, path: Path) -> None:
     ttft.legend()
     cache = results["cache"]
     axes[1][0].bar(["cold", "cache hit"], [cache["cold_ms"], cache["hit_ms"]], color=["grey", "tab:green"])
-    axes[1][0].set(ylabel="turn-2 time to first token (ms)",
-                   title=f"Turn 2: {cache['cached_tokens']}/{cache['prompt_tokens']} tokens cached")
+    axes[1][0].set(
+        ylabel="turn-2 time to first token (ms)",
+        title=f"Turn 2: {cache['cached_tokens']}/{cache['prompt_tokens']} tokens cached",
+    )
     sessions = results["sessions"]
-    axes[1][1].plot([r["sessions"] for r in sessions], [r["aggregate_tokens_per_s"] for r in sessions], "o-",
-                    label="aggregate")
-    axes[1][1].plot([r["sessions"] for r in sessions], [r["per_session_tokens_per_s"] for r in sessions], "s--",
-                    label="per session")
-    axes[1][1].set(xlabel="concurrent sessions (round-robin)", ylabel="decode tokens/s", xscale="log", xticks=SESSION_COUNTS,
-                   xticklabels=[str(n) for n in SESSION_COUNTS], title="Concurrent sessions")
+    axes[1][1].plot(
+        [r["sessions"] for r in sessions],
+        [r["aggregate_tokens_per_s"] for r in sessions],
+        "o-",
+        label="aggregate",
+    )
+    axes[1][1].plot(
+        [r["sessions"] for r in sessions],
+        [r["per_session_tokens_per_s"] for r in sessions],
+        "s--",
+        label="per session",
+    )
+    axes[1][1].set(
+        xlabel="concurrent sessions (round-robin)",
+        ylabel="decode tokens/s",
+        xscale="log",
+        xticks=SESSION_COUNTS,
+        xticklabels=[str(n) for n in SESSION_COUNTS],
+        title="Concurrent sessions",
+    )
     axes[1][1].legend()
     fig.suptitle(f"mlx-realtime engine on {results['model']} ({results['device']})")
     fig.tight_layout()
@@ -251,7 +310,11 @@ def main() -> None:
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "engine.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, RESULTS_DIR / "engine.png")
-    print(json.dumps({k: results[k] for k in ("prefill", "decode", "audio_ttft", "cache", "sessions")}, indent=1))
+    print(
+        json.dumps(
+            {k: results[k] for k in ("prefill", "decode", "audio_ttft", "cache", "sessions")}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"default cap on tokens per answer, 1-{MAX_OUTPUT_TOKENS_LIMIT} (env MLX_REALTIME_MAX_OUTPUT_TOKENS; default 1024)",
     )
     serve.add_argument("--max-sessions", type=int, default=int(_env("MAX_SESSIONS", "16") or 16), help="concurrent sessions before new ones are closed with 1013 (env MLX_REALTIME_MAX_SESSIONS; default 16)")
+    serve.add_argument(
+        "--no-streaming-prefill",
+        dest="streaming_prefill",
+        action="store_false",
+        default=(_env("STREAMING_PREFILL", "1") or "1") not in ("0", "false", "no"),
+        help="encode each spoken turn only after it is committed, instead of while it is spoken "
+        "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
+    )
     serve.add_argument("--web-dir", type=Path, default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"), help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR)")
 
     demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
@@ -106,6 +114,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         web_dir=args.web_dir,
         session_defaults=defaults,
+        streaming_prefill=args.streaming_prefill,
     )
     try:
         asyncio.run(_run(RealtimeServer(config, worker)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +45,8 @@ class SpeechStarted:
 @dataclass(frozen=True)
 class SpeechStopped:
     end_sample: int
+    # Where the silence wait ran out and the stop was decided: the turn's audio runs up to here.
+    detected_sample: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,7 @@ class Segmenter:
             )
             if frame_end - speech_end >= self.settings.silence_duration_ms * _N_SAMPLES_PER_MS:
                 self._in_speech = False
-                events.append(SpeechStopped(speech_end))
+                events.append(SpeechStopped(speech_end, frame_end))
                 self.arm_idle_timeout(speech_end)
         self._check_idle_timeout(frame_end, events)
 

@@ -1,4 +1,4 @@
-"""Turning sampled token ids into answer text: which ids stop or never appear, hidden reasoning, UTF-8-safe streaming."""
+"""From sampled token ids to answer text: stop and banned ids, hidden reasoning, UTF-8-safe streaming."""
 
 from __future__ import annotations
 
@@ -34,8 +34,15 @@ class TokenRules:
         eos_ids = {eos} if isinstance(eos, int) else set(eos)
         media_ids = (
             getattr(config, name, None)
-            for name in ("image_token_id", "audio_token_id", "video_token_id", "boi_token_id",
-                         "eoi_token_id", "boa_token_id", "eoa_token_id")
+            for name in (
+                "image_token_id",
+                "audio_token_id",
+                "video_token_id",
+                "boi_token_id",
+                "eoi_token_id",
+                "boa_token_id",
+                "eoa_token_id",
+            )
         )
         suppressed = NEVER_EMITTED_IDS | {i for i in media_ids if i is not None} | set(extra_suppressed)
         return cls(frozenset(eos_ids | {EOS_ID, END_OF_TURN_ID}), frozenset(suppressed))

@@ -6,9 +6,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .interface import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
+    AudioTurnStart,
     EngineOutput,
     GenerationDone,
     GenerationRequest,
@@ -43,6 +46,8 @@ class FakeBackend:
     seconds_per_token: float = 0.0
     requests: list[GenerationRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)
+    # ("begin" | "append" | "abandon", session id, audio key or n samples), in the order received.
+    streamed: list[tuple[str, str, object]] = field(default_factory=list)
 
     def load(self) -> None:
         pass
@@ -70,3 +75,14 @@ class FakeBackend:
 
     def drop_session(self, session_id: str) -> None:
         self.dropped_sessions.append(session_id)
+
+    def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
+        self.streamed.append(("begin", start.session_id, start.audio_key))
+        yield None
+
+    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
+        self.streamed.append(("append", session_id, len(samples)))
+        yield None
+
+    def abandon_audio_turn(self, session_id: str) -> None:
+        self.streamed.append(("abandon", session_id, None))

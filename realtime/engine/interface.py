@@ -99,6 +99,21 @@ class GenerationDone:
 EngineOutput = TextDelta | GenerationDone
 
 
+@dataclass(frozen=True)
+class AudioTurnStart:
+    """Speech has begun: the engine may prefill the conversation so far and this turn's opening, then
+    its audio as it arrives, so that little is left to do when the user stops (streaming prefill)."""
+
+    session_id: str
+    instructions: str
+    # The conversation before this turn, as the coming GenerationRequest will carry it.
+    turns: tuple[Turn, ...]
+    # The user item this turn becomes: `images`, then one AudioPart keyed `audio_key`.
+    item_id: str
+    images: tuple[ImagePart, ...]
+    audio_key: str
+
+
 class Backend(Protocol):
     """A model behind the engine thread. Every method is called on that one thread only."""
 
@@ -114,3 +129,14 @@ class Backend(Protocol):
 
     def drop_session(self, session_id: str) -> None:
         """Free the session's conversation cache."""
+
+    def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
+        """Start a streamed turn; one yield per unit of work. A later generate() whose last turn is this
+        one (same item id, images and audio key) reuses everything prefilled for it; any other request
+        first rolls the cache back to where it stood before the turn."""
+
+    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
+        """More of the streamed turn's audio (16 kHz float32, following what came before)."""
+
+    def abandon_audio_turn(self, session_id: str) -> None:
+        """The streamed turn will not be committed: return the cache exactly to its state before it."""

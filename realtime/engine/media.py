@@ -1,4 +1,4 @@
-"""Media parts to language-model embedding rows, one clip or image at a time, through the model's own towers."""
+"""Media parts to language-model embedding rows, one clip or image at a time, via the model's own towers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ MediaPart = AudioPart | ImagePart
 
 
 class MediaEncoder:
-    """Counts and computes the soft-token rows of one image or audio clip, as mlx-vlm 0.7.10 would scatter them.
+    """Counts and computes the soft-token rows of one image or audio clip, as mlx-vlm 0.7.10 scatters them.
 
     Each clip is encoded on its own: mlx-vlm's batched multi-clip path gives a shorter clip before a
     longer one wrong embeddings (FACTS.md), and a single clip is also what the prefix cache wants.
@@ -65,13 +65,16 @@ class MediaEncoder:
             rows = self._model.encode_image(pixels)[0]
         expected = self.count_tokens(part)
         if soft_tokens[0] != expected or rows.shape[0] != expected:
-            raise ValueError(
-                f"image {part.key}: {rows.shape[0]} embedding rows for {expected} soft tokens"
-            )
+            raise ValueError(f"image {part.key}: {rows.shape[0]} embedding rows for {expected} soft tokens")
         return rows
 
     def _embed_audio(self, part: AudioPart) -> mx.array:
         samples = np.asarray(part.samples, dtype=np.float32).reshape(-1)
+        # Under ~25 ms the conformer's subsampling has no frame left (mlx-vlm fails there); one token's
+        # worth of samples still counts as one token, so pad to it.
+        samples_per_token = self._processor.audio_ms_per_token * ENGINE_SAMPLE_RATE_HZ // 1000
+        if len(samples) < samples_per_token:
+            samples = np.pad(samples, (0, samples_per_token - len(samples)))
         features = self._processor.feature_extractor(
             [samples], sampling_rate=ENGINE_SAMPLE_RATE_HZ, return_attention_mask=True
         )

@@ -29,7 +29,7 @@ from .interface import (
 from .loading import LoadedModel, load_model
 from .media import MediaEncoder
 from .prefill import EmbeddingPiece, Piece, Prefiller, TokenPiece, split_into_chunks
-from .prompt import ChatTokens, Prompt, PromptRenderer, Reply
+from .prompt import ChatTokens, Key, Prompt, PromptRenderer, Reply
 from .sampling import Sampler, suppression_mask
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
@@ -105,9 +105,7 @@ class MlxBackend:
         self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
+    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
@@ -152,7 +150,7 @@ class MlxBackend:
             request.instructions, request.turns, self._session(request.session_id).replies
         )
 
-    def cached_keys(self, session_id: str) -> tuple:
+    def cached_keys(self, session_id: str) -> tuple[Key, ...]:
         return tuple(self._session(session_id).cache.keys)
 
     def prefill(
@@ -165,7 +163,11 @@ class MlxBackend:
         for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
             if should_stop():
                 return
-            self._prefiller.forward(session.cache, chunk)
+            try:
+                self._prefiller.forward(session.cache, chunk)
+            except Exception:
+                session.cache.clear()
+                raise
             yield len(session.cache)
 
     def embed_media(self, part: AudioPart | ImagePart) -> EmbeddingPiece:
@@ -200,11 +202,26 @@ class MlxBackend:
     def _prefill_prompt(
         self, response_id: str, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
     ) -> Generator[TextDelta, None, mx.array | None]:
+        pieces = yield from self._uncached_pieces(response_id, prompt, len(cache), should_stop)
+        if pieces is None:
+            return None
+        chunks, image_blocks = self._prompt_chunks(pieces)
+        for i, chunk in enumerate(chunks):
+            if should_stop():
+                return None
+            logits = self._prefiller.forward(cache, chunk, image_blocks)
+            if i < len(chunks) - 1:
+                yield TextDelta(response_id, "")
+        return logits
+
+    def _uncached_pieces(
+        self, response_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
+    ) -> Generator[TextDelta, None, list[Piece] | None]:
+        """The prompt from `position` on; each media item it reaches is encoded as one unit of work."""
         pieces: list[Piece] = []
-        position = len(cache)
         for span in prompt.media:
             end = span.start + span.n_tokens
-            if end <= position:
+            if end <= position or span.n_tokens == 0:
                 continue
             if should_stop():
                 return None
@@ -216,14 +233,7 @@ class MlxBackend:
             pieces.append(EmbeddingPiece(prompt.keys[start:end], rows[start - span.start :], kind))
             position = end
         pieces.append(TokenPiece(prompt.ids[position:]))
-        chunks, image_blocks = self._prompt_chunks([p for p in pieces if len(p)])
-        for i, chunk in enumerate(chunks):
-            if should_stop():
-                return None
-            logits = self._prefiller.forward(cache, chunk, image_blocks)
-            if i < len(chunks) - 1:
-                yield TextDelta(response_id, "")
-        return logits
+        return [p for p in pieces if len(p)]
 
     def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
         # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
@@ -273,7 +283,7 @@ class MlxBackend:
         return ConversationCache(self.loaded.model.make_cache)
 
     def _warm_up(self) -> None:
-        # The first run of each path compiles and allocates (seconds); pay it here, not in a user's first turn.
+        # The first run of each path compiles and allocates (seconds): pay it here, not in a first turn.
         parts: list[Any] = [TextPart("hello")]
         if self._media.has_audio:
             noise = np.random.default_rng(0).uniform(-0.1, 0.1, ENGINE_SAMPLE_RATE_HZ).astype(np.float32)
@@ -281,8 +291,12 @@ class MlxBackend:
         if self._media.has_vision:
             parts.append(ImagePart(Image.new("RGB", (96, 96), (128, 64, 32)), key="warm-up-image"))
         request = GenerationRequest(
-            session_id="\0warm-up", response_id="warm-up", output_item_id="warm-up",
-            instructions="", turns=(Turn("user", tuple(parts), "warm-up"),), max_output_tokens=2,
+            session_id="\0warm-up",
+            response_id="warm-up",
+            output_item_id="warm-up",
+            instructions="",
+            turns=(Turn("user", tuple(parts), "warm-up"),),
+            max_output_tokens=2,
         )
         for _ in self.generate(request, lambda: False):
             pass

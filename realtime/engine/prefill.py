@@ -69,7 +69,7 @@ def split_into_chunks(pieces: Sequence[Piece], max_tokens: int) -> list[list[Pie
 
 
 class Prefiller:
-    """Runs the language model over pieces with a cache: text through the model's own embedding, media as given."""
+    """Runs the language model over pieces with a cache: text via the model's embedding, media as given."""
 
     def __init__(self, model: Any) -> None:
         self._language_model = model.language_model
@@ -103,9 +103,7 @@ class Prefiller:
 
     def step(self, cache: ConversationCache, token_id: int) -> mx.array:
         """One decode step: the token through the model, as mlx-vlm's generate_step feeds it."""
-        output = self._language_model(
-            mx.array([[token_id]]), cache=cache.layers, logits_to_keep=1
-        )
+        output = self._language_model(mx.array([[token_id]]), cache=cache.layers, logits_to_keep=1)
         cache.keys.append(token_id)
         return output.logits[:, -1, :]
 

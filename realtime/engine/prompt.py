@@ -33,10 +33,14 @@ class ChatTokens:
         tokenizer = processor.tokenizer
         # The processor's own marker strings, so spans match what its placeholder expansion writes.
         names = {
-            "turn_start": "<|turn>", "turn_end": "<turn|>",
-            "image": processor.image_token, "image_start": processor.boi_token,
-            "image_end": processor.eoi_token, "audio": processor.audio_token,
-            "audio_start": processor.boa_token, "audio_end": processor.eoa_token,
+            "turn_start": "<|turn>",
+            "turn_end": "<turn|>",
+            "image": processor.image_token,
+            "image_start": processor.boi_token,
+            "image_end": processor.eoi_token,
+            "audio": processor.audio_token,
+            "audio_start": processor.boa_token,
+            "audio_end": processor.eoa_token,
         }
         ids = {field: tokenizer.convert_tokens_to_ids(token) for field, token in names.items()}
         missing = [names[f] for f, i in ids.items() if i is None or i == tokenizer.unk_token_id]
@@ -123,7 +127,7 @@ class _Builder:
 
 
 class PromptRenderer:
-    """Deterministic: the same conversation always renders to the same ids and keys, which the cache relies on."""
+    """Deterministic: a conversation always renders to the same ids and keys; the cache relies on it."""
 
     def __init__(
         self, tokenizer: Any, tokens: ChatTokens, count_media_tokens: Callable[[MediaPart], int]
@@ -132,9 +136,7 @@ class PromptRenderer:
         self._tokens = tokens
         self._count_media_tokens = count_media_tokens
 
-    def render(
-        self, instructions: str, turns: Sequence[Turn], replies: Mapping[str, Reply]
-    ) -> Prompt:
+    def render(self, instructions: str, turns: Sequence[Turn], replies: Mapping[str, Reply]) -> Prompt:
         builder = _Builder(self._tokenizer, self._tokens)
         builder.token(self._tokens.bos)
         if instructions.strip():

@@ -1,4 +1,4 @@
-"""Picks the next token from logits: suppressed ids masked, greedy at temperature 0, else temperature and top-p."""
+"""Picks the next token: suppressed ids masked, greedy at temperature 0, else temperature and top-p."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The engine thread: every MLX call in the process happens here, one step of one request at a time."""
+"""The engine thread: every MLX call in the process happens here, one step of one session at a time."""
 
 from __future__ import annotations
 
@@ -9,25 +9,30 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from .interface import Backend, EngineOutput, GenerationDone, GenerationRequest, Usage
+import numpy as np
+
+from .interface import AudioTurnStart, Backend, EngineOutput, GenerationDone, GenerationRequest, Usage
 
 log = logging.getLogger(__name__)
 
 OutputSink = Callable[[EngineOutput], None]
+ShouldStop = Callable[[], bool]
 
 
 @dataclass
 class _Job:
-    request: GenerationRequest
-    sink: OutputSink
+    """One piece of a session's work: a generation, or a step of streaming prefill."""
+
+    session_id: str
+    start: Callable[[ShouldStop], Iterator[EngineOutput | None]]
+    sink: OutputSink | None = None
+    response_id: str | None = None
     cancelled: bool = False
-    steps: Iterator[EngineOutput] | None = None
+    steps: Iterator[EngineOutput | None] | None = None
 
-
-@dataclass(frozen=True)
-class _Submit:
-    request: GenerationRequest
-    sink: OutputSink
+    def close(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,21 @@ class _Stop:
     pass
 
 
-_Command = _Submit | _Cancel | _DropSession | _Stop
+_Command = _Job | _Cancel | _DropSession | _Stop
 
 
 @dataclass
 class EngineWorker:
-    """Owns the backend on one thread (MLX streams are thread-local) and round-robins requests.
+    """Owns the backend on one thread (MLX streams are thread-local since MLX 0.31).
 
-    Sinks are called on the engine thread; the transport wraps them with loop.call_soon_threadsafe.
+    Each session's jobs run in order; sessions take turns one step at a time, so one long prefill or
+    answer cannot starve another session's first token. Sinks are called on the engine thread; the
+    transport wraps them with loop.call_soon_threadsafe.
     """
 
     backend: Backend
     _commands: queue.SimpleQueue[_Command] = field(default_factory=queue.SimpleQueue)
-    _jobs: deque[_Job] = field(default_factory=deque)
+    _queues: dict[str, deque[_Job]] = field(default_factory=dict)
     _ready: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
@@ -70,12 +77,25 @@ class EngineWorker:
         if not self._ready.wait(timeout_s):
             raise TimeoutError("the engine did not finish loading in time")
         if self._load_error is not None:
-            raise RuntimeError(
-                f"the engine failed to load: {self._load_error}"
-            ) from self._load_error
+            raise RuntimeError(f"the engine failed to load: {self._load_error}") from self._load_error
 
     def submit(self, request: GenerationRequest, sink: OutputSink) -> None:
-        self._commands.put(_Submit(request, sink))
+        self._commands.put(
+            _Job(request.session_id, lambda stop: self.backend.generate(request, stop), sink, request.response_id)
+        )
+
+    def begin_audio_turn(self, start: AudioTurnStart) -> None:
+        self._commands.put(_Job(start.session_id, lambda stop: self.backend.begin_audio_turn(start)))
+
+    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> None:
+        self._commands.put(_Job(session_id, lambda stop: self.backend.append_audio_turn(session_id, samples)))
+
+    def abandon_audio_turn(self, session_id: str) -> None:
+        def abandon(stop: ShouldStop) -> Iterator[None]:
+            self.backend.abandon_audio_turn(session_id)
+            yield None
+
+        self._commands.put(_Job(session_id, abandon))
 
     def cancel(self, response_id: str) -> None:
         self._commands.put(_Cancel(response_id))
@@ -99,12 +119,12 @@ class EngineWorker:
             return
         self._ready.set()
         while self._apply_commands():
-            if self._jobs:
-                self._step(self._jobs.popleft())
+            if self._queues:
+                self._step_next_session()
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.
-        block = not self._jobs
+        block = not self._queues
         while True:
             try:
                 command = self._commands.get(block=block)
@@ -112,41 +132,51 @@ class EngineWorker:
                 return True
             block = False
             if isinstance(command, _Stop):
-                # Close unfinished generations here, on the engine thread, not later in a collector.
-                for job in self._jobs:
-                    if job.steps is not None:
-                        job.steps.close()
-                self._jobs.clear()
+                # Close unfinished work here, on the engine thread, not later in a garbage collector.
+                for jobs in self._queues.values():
+                    for job in jobs:
+                        job.close()
+                self._queues.clear()
                 return False
-            if isinstance(command, _Submit):
-                self._jobs.append(_Job(command.request, command.sink))
+            if isinstance(command, _Job):
+                self._queues.setdefault(command.session_id, deque()).append(command)
             elif isinstance(command, _Cancel):
-                for job in self._jobs:
-                    if job.request.response_id == command.response_id:
-                        job.cancelled = True
+                for jobs in self._queues.values():
+                    for job in jobs:
+                        if job.response_id == command.response_id:
+                            job.cancelled = True
             else:
                 self._drop_session(command.session_id)
 
     def _drop_session(self, session_id: str) -> None:
-        # Unfinished requests of a closed session are stopped here, not stepped to their end.
-        for job in [j for j in self._jobs if j.request.session_id == session_id]:
-            self._jobs.remove(job)
-            if job.steps is not None:
-                job.steps.close()
+        # Unfinished work of a closed session is stopped here, not stepped to its end.
+        for job in self._queues.pop(session_id, ()):
+            job.close()
         self.backend.drop_session(session_id)
 
-    def _step(self, job: _Job) -> None:
+    def _step_next_session(self) -> None:
+        session_id = next(iter(self._queues))
+        jobs = self._queues.pop(session_id)
+        if not self._step(jobs[0]):
+            jobs.popleft()
+        if jobs:
+            self._queues[session_id] = jobs  # to the back of the rotation
+
+    def _step(self, job: _Job) -> bool:
+        """Run one unit of the job's work; False once it has finished."""
         try:
             if job.steps is None:
-                job.steps = self.backend.generate(job.request, lambda: job.cancelled)
+                job.steps = job.start(lambda: job.cancelled)
             output = next(job.steps)
         except StopIteration:
-            output = GenerationDone(
-                job.request.response_id, "error", Usage(), "the backend ended without a result"
-            )
+            if job.sink is not None:
+                job.sink(GenerationDone(job.response_id or "", "error", Usage(), "the backend ended without a result"))
+            return False
         except Exception as exc:  # noqa: BLE001 - a failed request must not take the thread down
-            log.exception("generation %s failed", job.request.response_id)
-            output = GenerationDone(job.request.response_id, "error", Usage(), str(exc))
-        job.sink(output)
-        if not isinstance(output, GenerationDone):
-            self._jobs.append(job)
+            log.exception("engine work for session %s failed", job.session_id)
+            if job.sink is not None:
+                job.sink(GenerationDone(job.response_id or "", "error", Usage(), str(exc)))
+            return False
+        if output is not None and job.sink is not None:
+            job.sink(output)
+        return not isinstance(output, GenerationDone)

@@ -114,11 +114,16 @@ class AudioInput:
 
     def take_turn(self, end_sample: int) -> np.ndarray:
         """The audio of the turn that just ended; the buffer keeps what came after it."""
-        start = max(self.turn_start_sample or 0, self._buffer.start_sample)
-        audio = self._buffer.slice(start, end_sample)
+        audio = self.turn_audio_since(0, end_sample)
         self._buffer.discard_before(end_sample)
         self.turn_start_sample = None
         return audio
+
+    def turn_audio_since(self, sample: int, end_sample: int | None = None) -> np.ndarray:
+        """The open turn's audio from `sample` (or the turn's start, if later) to `end_sample` or the end."""
+        start = max(self.turn_start_sample or 0, self._buffer.start_sample, sample)
+        end = self._buffer.end_sample if end_sample is None else end_sample
+        return self._buffer.slice(start, max(start, end))
 
     def take_all(self) -> np.ndarray:
         """Everything buffered (a manual commit); VAD starts afresh after it."""

@@ -109,15 +109,23 @@ def _required(value: str | None, name: str, param: str) -> str:
     return value
 
 
+def audio_key(item_id: str, content_index: int, clip_index: int = 0) -> str:
+    """The prompt cache's identity of one audio clip: where it sits in the conversation."""
+    return f"{item_id}/{content_index}/{clip_index}"
+
+
+def image_part(image: DecodedImage) -> ImagePart:
+    return ImagePart(image.image, image.sha256)
+
+
 def to_turn(item: Item) -> Turn:
     parts: list[Part] = []
     for index, content in enumerate(item.content):
-        key = f"{item.id}/{index}"
         if content.type == "input_audio" and content.audio is not None:
             clips = split_clip(pcm16_to_float32(content.audio), MAX_CLIP_N_SAMPLES)
-            parts += [AudioPart(clip, f"{key}/{n}") for n, clip in enumerate(clips)]
+            parts += [AudioPart(clip, audio_key(item.id, index, n)) for n, clip in enumerate(clips)]
         elif content.type == "input_image" and content.image is not None:
-            parts.append(ImagePart(content.image.image, content.image.sha256))
+            parts.append(image_part(content.image))
         elif content.text:
             parts.append(TextPart(content.text))
     return Turn(role=item.role, parts=tuple(parts), item_id=item.id)

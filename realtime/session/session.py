@@ -40,8 +40,10 @@ from typing import Any
 import numpy as np
 from msgspec import UNSET
 
+from ..audio.formats import pcm16_to_float32
 from ..audio.segmenter import IdleTimeout, SpeechStarted, SpeechStopped
 from ..engine.interface import (
+    AudioTurnStart,
     EngineOutput,
     GenerationDone,
     GenerationRequest,
@@ -56,7 +58,7 @@ from ..protocol.ids import IdFactory
 from ..vision.frames import FrameBuffer
 from ..vision.images import DecodedImage, ImageLimits
 from .audio_input import AudioInput, DetectorFactory, samples_to_ms, webrtc_detector
-from .content import decode_image_param, parse_item, to_turn
+from .content import audio_key, decode_image_param, image_part, parse_item, to_turn
 from .conversation import Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
@@ -77,7 +79,23 @@ class CancelGeneration:
     response_id: str
 
 
-EngineCommand = StartGeneration | CancelGeneration
+@dataclass(frozen=True)
+class BeginAudioTurn:
+    start: AudioTurnStart
+
+
+@dataclass(frozen=True, eq=False)
+class AppendAudioTurn:
+    session_id: str
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class AbandonAudioTurn:
+    session_id: str
+
+
+EngineCommand = StartGeneration | CancelGeneration | BeginAudioTurn | AppendAudioTurn | AbandonAudioTurn
 
 
 @dataclass(frozen=True)
@@ -95,8 +113,13 @@ class Session:
         ids: IdFactory | None = None,
         limits: SessionLimits = SessionLimits(),
         detector_factory: DetectorFactory = webrtc_detector,
+        stream_turns: bool = True,
     ) -> None:
         self.id = session_id
+        # Streaming prefill: the engine hears a turn while it is spoken (engine.interface.AudioTurnStart).
+        self._stream_turns = stream_turns
+        self._streaming = False
+        self._stream_fed_until = 0
         self.settings = settings
         self._ids = ids or IdFactory()
         self._limits = limits
@@ -108,9 +131,7 @@ class Session:
             max_buffer_ms=limits.max_buffer_ms,
             detector_factory=detector_factory,
         )
-        self._frames = FrameBuffer(
-            max(1, settings.frames_max_per_turn), settings.frames_min_interval_ms
-        )
+        self._frames = FrameBuffer(max(1, settings.frames_max_per_turn), settings.frames_min_interval_ms)
         self._response: Response | None = None
         self._response_queued = False
         self._speech_item_id: str | None = None
@@ -162,7 +183,9 @@ class Session:
         if response is None or output.response_id != response.id:
             return
         if isinstance(output, TextDelta):
-            self._emit(response.delta_event(output.text))
+            # Empty deltas are the engine's heartbeats between prefill chunks; nothing to send.
+            if output.text:
+                self._emit(response.delta_event(output.text))
         elif isinstance(output, GenerationDone):
             self._finish_response(response, output)
 
@@ -179,7 +202,16 @@ class Session:
     # Session ------------------------------------------------------------------------------------
 
     def _on_session_update(self, event: ce.SessionUpdate) -> None:
-        self.settings = self.settings.patched(event.session)
+        settings = self.settings.patched(event.session)
+        audio_changed = (settings.turn_detection, settings.input_format) != (
+            self.settings.turn_detection,
+            self.settings.input_format,
+        )
+        if audio_changed:
+            # The VAD starts afresh: a turn in progress is gone.
+            self._end_stream(abandon=True)
+            self._speech_item_id = None
+        self.settings = settings
         self._audio.reconfigure(self.settings.input_format, self.settings.turn_detection)
         self._frames.reconfigure(
             max(1, self.settings.frames_max_per_turn), self.settings.frames_min_interval_ms
@@ -193,31 +225,28 @@ class Session:
             if isinstance(segment, SpeechStarted):
                 self._on_speech_started(samples_to_ms(segment.start_sample))
             elif isinstance(segment, SpeechStopped):
-                self._on_speech_stopped(segment.end_sample)
+                self._on_speech_stopped(segment)
             else:
                 self._on_idle_timeout(segment)
+        self._feed_stream()
 
     def _on_speech_started(self, audio_start_ms: int) -> None:
         self._speech_item_id = self._ids.item()
         self._frames.mark(self._now_ms)
         self._emit(
-            se.InputAudioBufferSpeechStarted(
-                audio_start_ms=audio_start_ms, item_id=self._speech_item_id
-            )
+            se.InputAudioBufferSpeechStarted(audio_start_ms=audio_start_ms, item_id=self._speech_item_id)
         )
         detection = self.settings.turn_detection
         if self._response is not None and detection is not None and detection.interrupt_response:
             self._cancel_response("turn_detected")
+        self._begin_stream()
 
-    def _on_speech_stopped(self, end_sample: int) -> None:
+    def _on_speech_stopped(self, stopped: SpeechStopped) -> None:
         item_id = self._speech_item_id or self._ids.item()
-        self._emit(
-            se.InputAudioBufferSpeechStopped(
-                audio_end_ms=samples_to_ms(end_sample), item_id=item_id
-            )
-        )
-        frames = self._frames.frames_at(self._frames.mark_ms or self._now_ms)
-        self._commit_audio(item_id, self._audio.take_turn(end_sample), frames)
+        audio_end_ms = samples_to_ms(stopped.end_sample)
+        self._emit(se.InputAudioBufferSpeechStopped(audio_end_ms=audio_end_ms, item_id=item_id))
+        # The turn keeps its trailing silence up to where the stop was decided: exactly what was streamed.
+        self._commit_audio(item_id, self._audio.take_turn(stopped.detected_sample), self._turn_images())
         detection = self.settings.turn_detection
         if detection is not None and detection.create_response:
             self._request_response()
@@ -232,7 +261,7 @@ class Session:
                 item_id=item_id,
             )
         )
-        self._commit_audio(item_id, self._audio.take_all(), self._frames.latest())
+        self._commit_audio(item_id, self._audio.take_all(), self._turn_images())
         self._request_response()
 
     def _on_audio_commit(self, event: ce.InputAudioBufferCommit) -> None:
@@ -244,35 +273,66 @@ class Session:
                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {n_buffered_ms}ms of audio.",
             )
         item_id = self._speech_item_id or self._ids.item()
-        frames = (
-            self._frames.frames_at(self._frames.mark_ms)
-            if self._frames.mark_ms is not None
-            else self._frames.latest()
-        )
-        self._commit_audio(item_id, self._audio.take_all(), frames)
+        self._commit_audio(item_id, self._audio.take_all(), self._turn_images())
 
     def _on_audio_clear(self, event: ce.InputAudioBufferClear) -> None:
+        self._end_stream(abandon=True)
         self._audio.clear()
         self._frames.unmark()
         self._speech_item_id = None
         self._emit(se.InputAudioBufferCleared())
 
-    def _commit_audio(self, item_id: str, audio: np.ndarray, frames: list[DecodedImage]) -> None:
+    def _turn_images(self) -> list[DecodedImage]:
+        """The frames that join the open turn: those current at speech start, else the latest."""
         n_frames = self.settings.frames_max_per_turn
-        images = (
-            [Content("input_image", image=frame) for frame in frames[-n_frames:]]
-            if n_frames
-            else []
-        )
-        item = Item(id=item_id, role="user", content=[*images, Content("input_audio", audio=audio)])
-        self._emit(
-            se.InputAudioBufferCommitted(
-                previous_item_id=self.conversation.last_id, item_id=item_id
-            )
-        )
+        if not n_frames:
+            return []
+        mark_ms = self._frames.mark_ms
+        frames = self._frames.latest() if mark_ms is None else self._frames.frames_at(mark_ms)
+        return frames[-n_frames:]
+
+    def _commit_audio(self, item_id: str, audio: np.ndarray, images: list[DecodedImage]) -> None:
+        content = [Content("input_image", image=image) for image in images]
+        item = Item(id=item_id, role="user", content=[*content, Content("input_audio", audio=audio)])
+        self._emit(se.InputAudioBufferCommitted(previous_item_id=self.conversation.last_id, item_id=item_id))
         self._add_item(item)
+        self._end_stream(abandon=False)
         self._speech_item_id = None
         self._frames.unmark()
+
+    # Streaming prefill --------------------------------------------------------------------------
+
+    def _begin_stream(self) -> None:
+        # Not while an answer is still being written: the conversation the turn follows is not final yet.
+        if not self._stream_turns or self._streaming or self._response is not None or not self._speech_item_id:
+            return
+        images = self._turn_images()
+        start = AudioTurnStart(
+            session_id=self.id,
+            instructions=self.settings.instructions,
+            turns=tuple(to_turn(item) for item in self.conversation),
+            item_id=self._speech_item_id,
+            images=tuple(image_part(image) for image in images),
+            audio_key=audio_key(self._speech_item_id, len(images)),
+        )
+        self._commands.append(BeginAudioTurn(start))
+        self._streaming = True
+        self._stream_fed_until = 0
+        self._feed_stream()
+
+    def _feed_stream(self) -> None:
+        if not self._streaming:
+            return
+        samples = self._audio.turn_audio_since(self._stream_fed_until)
+        if len(samples):
+            self._commands.append(AppendAudioTurn(self.id, pcm16_to_float32(samples)))
+            self._stream_fed_until = self._audio.end_sample
+
+    def _end_stream(self, *, abandon: bool) -> None:
+        """A committed turn hands its stream to the coming request; a dropped one rolls it back."""
+        if self._streaming and abandon:
+            self._commands.append(AbandonAudioTurn(self.id))
+        self._streaming = False
 
     def _on_image_append(self, event: ce.InputImageBufferAppend) -> None:
         # Frames the interval would drop are not even decoded: a 30 fps stream costs nothing extra.
@@ -291,9 +351,7 @@ class Session:
 
     def _on_item_create(self, event: ce.ConversationItemCreate) -> None:
         item_id = event.item.id or self._ids.item()
-        item = parse_item(
-            event.item, item_id, self.settings.input_format, self._limits.image_limits, "item"
-        )
+        item = parse_item(event.item, item_id, self.settings.input_format, self._limits.image_limits, "item")
         self._add_item(item, event.previous_item_id)
 
     def _add_item(self, item: Item, previous_item_id: str | None = None) -> None:
@@ -309,9 +367,7 @@ class Session:
     def _on_item_truncate(self, event: ce.ConversationItemTruncate) -> None:
         item = self.conversation.get(event.item_id, "item_truncate_invalid_item_id")
         if item.role != "assistant":
-            raise ProtocolError(
-                "invalid_value", "Only assistant messages can be truncated.", param="item_id"
-            )
+            raise ProtocolError("invalid_value", "Only assistant messages can be truncated.", param="item_id")
         if not 0 <= event.content_index < max(1, len(item.content)) or event.audio_end_ms < 0:
             raise ProtocolError(
                 "invalid_value",
@@ -373,9 +429,7 @@ class Session:
         turns = tuple(to_turn(item) for item in self._response_input(spec))
         max_tokens = self.settings.max_output_tokens
         if spec.max_output_tokens is not UNSET:
-            max_tokens = parse_max_output_tokens(
-                spec.max_output_tokens, "response.max_output_tokens"
-            )
+            max_tokens = parse_max_output_tokens(spec.max_output_tokens, "response.max_output_tokens")
         response = Response(
             id=self._ids.response(),
             item=Item(id=self._ids.item(), role="assistant"),
@@ -388,9 +442,7 @@ class Session:
             session_id=self.id,
             response_id=response.id,
             output_item_id=response.item.id,
-            instructions=self.settings.instructions
-            if spec.instructions is UNSET
-            else spec.instructions,
+            instructions=self.settings.instructions if spec.instructions is UNSET else spec.instructions,
             turns=turns,
             max_output_tokens=max_tokens,
             sampling=SamplingSettings(temperature=temperature),
@@ -402,9 +454,7 @@ class Session:
         self._emit(added)
         if in_conversation:
             previous = self.conversation.add(response.item)
-            self._emit(
-                se.ConversationItemAdded(previous_item_id=previous, item=response.item.to_wire())
-            )
+            self._emit(se.ConversationItemAdded(previous_item_id=previous, item=response.item.to_wire()))
         self._emit(part_added)
         self._commands.append(StartGeneration(request))
 
@@ -433,20 +483,17 @@ class Session:
         closing, wire = response.finish(done)
         for event in closing:
             self._emit(event)
-        if (
-            response.conversation_id is not None
-            and self.conversation.find(response.item.id) is not None
-        ):
+        if response.conversation_id is not None and self.conversation.find(response.item.id) is not None:
             previous = self.conversation.previous_id(response.item.id)
-            self._emit(
-                se.ConversationItemDone(previous_item_id=previous, item=response.item.to_wire())
-            )
+            self._emit(se.ConversationItemDone(previous_item_id=previous, item=response.item.to_wire()))
         self._emit(se.ResponseDone(response=wire))
         self._response = None
         self._audio.arm_idle_timeout()
         if self._response_queued:
             self._response_queued = False
             self._start_response(ce.ResponseSpec())
+        else:
+            self._begin_stream()
 
     # Output -------------------------------------------------------------------------------------
 

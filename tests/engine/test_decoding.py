@@ -38,15 +38,24 @@ def test_an_invalid_byte_run_is_released_after_four_tokens(tokenizer):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.one_of(
-    st.text(st.characters(exclude_characters="\ufffd"), min_size=1, max_size=3),
-    st.sampled_from(["▁yes", "▁hello", "▁the", "\n"]),
-), max_size=12))
+@given(
+    st.lists(
+        st.one_of(
+            st.text(st.characters(exclude_characters="\ufffd"), min_size=1, max_size=3),
+            st.sampled_from(["▁yes", "▁hello", "▁the", "\n"]),
+        ),
+        max_size=12,
+    )
+)
 def test_deltas_join_to_the_full_decode_and_never_split_a_character(tokenizer, pieces):
     ids = []
     for piece in pieces:
         vocab_id = tokenizer.token_to_id(piece)
-        ids += [vocab_id] if vocab_id is not None and piece.startswith(("▁", "\n")) else byte_tokens(tokenizer, piece)
+        ids += (
+            [vocab_id]
+            if vocab_id is not None and piece.startswith(("▁", "\n"))
+            else byte_tokens(tokenizer, piece)
+        )
     deltas = stream(tokenizer, ids)
     assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
     assert not any("\ufffd" in d for d in deltas)
@@ -59,9 +68,16 @@ def test_thinking_filter_hides_the_channel_and_what_is_inside():
 
 
 def test_token_rules_stop_at_end_of_turn_and_eos_and_suppress_media_markers():
-    config = SimpleNamespace(eos_token_id=[1, 106], image_token_id=258_880, audio_token_id=258_881,
-                             video_token_id=258_884, boi_token_id=255_999, eoi_token_id=258_882,
-                             boa_token_id=256_000, eoa_token_id=258_883)
+    config = SimpleNamespace(
+        eos_token_id=[1, 106],
+        image_token_id=258_880,
+        audio_token_id=258_881,
+        video_token_id=258_884,
+        boi_token_id=255_999,
+        eoi_token_id=258_882,
+        boa_token_id=256_000,
+        eoa_token_id=258_883,
+    )
     rules = TokenRules.for_model(config)
     assert rules.stop_ids == {1, 106}
     assert {255_999, 256_000, 258_880, 258_881, 258_882, 258_883, 258_884} <= rules.suppressed_ids

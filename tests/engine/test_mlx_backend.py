@@ -119,7 +119,7 @@ def reference_ids(loaded, parts, max_tokens=MAX_TOKENS) -> list[int]:
 class ScriptedHead(nn.Embedding):
     """The model's tied embedding with a rigged output head: `bias_for(last input id)` is added to the logits.
 
-    The input side is unchanged; the engine's sampler, stop handling, filters and detokenizer all run for real.
+    The input side is unchanged; the engine's sampler, stop handling, filters and detokenizer run for real.
     """
 
     def __init__(self, original: nn.Embedding, bias_for: Callable[[int], dict[int, float]]):
@@ -160,7 +160,9 @@ def check_against_mlx_vlm(backend, loaded, parts) -> None:
     expected = reference_ids(loaded, parts)
     assert answer_ids(backend, req) == expected
     assert done.stop_reason == "max_tokens" and done.usage.output_tokens == MAX_TOKENS
-    assert "".join(d.text for d in deltas) == loaded.processor.tokenizer.decode(expected, skip_special_tokens=True)
+    assert "".join(d.text for d in deltas) == loaded.processor.tokenizer.decode(
+        expected, skip_special_tokens=True
+    )
     assert done.usage.input_image_tokens == 63 * sum(isinstance(p, ImagePart) for p in parts)
     assert done.usage.input_audio_tokens == 51 * sum(isinstance(p, AudioPart) for p in parts)
 
@@ -180,7 +182,9 @@ def test_greedy_answer_equals_mlx_vlm_token_for_token(backend, loaded, image, au
 
 @pytest.fixture(scope="module")
 def unified(tmp_path_factory):
-    loaded = load_model(build_demo_model(tmp_path_factory.mktemp("unified"), seed=0, model_type="gemma4_unified"))
+    loaded = load_model(
+        build_demo_model(tmp_path_factory.mktemp("unified"), seed=0, model_type="gemma4_unified")
+    )
     backend = MlxBackend(loaded, prefill_chunk_tokens=64)
     backend.load()
     return backend, loaded
@@ -296,14 +300,12 @@ def test_cancel_stops_within_one_step(backend):
 
 def test_cancel_during_prefill_keeps_the_finished_chunks(backend):
     long_text = " ".join(["hello world"] * 120)
-    steps = 0
-
-    def cancel_after_first_chunk():
-        return steps >= 1
-
     req = request([user(long_text, item_id="long")], session_id="prefill-cancel")
-    for output in backend.generate(req, cancel_after_first_chunk):
-        steps += 1
+    outputs = backend.generate(req, lambda: cancelled)
+    cancelled = False
+    assert next(outputs).text == ""  # the first 64-token chunk
+    cancelled = True
+    output = next(outputs)
     assert output.stop_reason == "cancelled" and output.usage.output_tokens == 0
     assert len(backend.cached_keys("prefill-cancel")) == 64
     again = request([user(long_text, item_id="long")], session_id="prefill-cancel")
@@ -330,8 +332,10 @@ def test_snapshot_restore_is_exact(backend):
 
     def follow_up(session_id):
         said = backend.reply(session_id, "opening").text
-        return request([*opening, Turn("assistant", (TextPart(said),), "opening"), user("more", item_id="u2")],
-                       session_id=session_id)
+        return request(
+            [*opening, Turn("assistant", (TextPart(said),), "opening"), user("more", item_id="u2")],
+            session_id=session_id,
+        )
 
     for session_id in ("snap", "snap-reference"):
         run(backend, replace(request(opening, session_id=session_id), output_item_id="opening"))
@@ -347,7 +351,9 @@ def test_snapshot_restore_is_exact(backend):
     list(backend.prefill("snap", [TokenPiece((END_OF_TURN_ID,))]))
     backend.restore("snap", snapshot)
     assert backend.cached_keys("snap") == snapshot.keys
-    assert all(np.array_equal(a, b) for a, b in zip(cache_arrays(backend.snapshot("snap")), saved, strict=True))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(cache_arrays(backend.snapshot("snap")), saved, strict=True)
+    )
 
     second = follow_up("snap")
     _, done = run(backend, second)
@@ -372,7 +378,10 @@ def test_prefilled_audio_embeddings_are_reused_by_the_next_turn(backend, audio):
 
 
 def test_interleaved_sessions_answer_as_they_would_alone(backend, image):
-    requests = [request([user(ImagePart(image, "img"), "what")]), request([user("hello there")], max_tokens=24)]
+    requests = [
+        request([user(ImagePart(image, "img"), "what")]),
+        request([user("hello there")], max_tokens=24),
+    ]
     alone = []
     for req in requests:
         run(backend, req)
@@ -392,8 +401,11 @@ def test_edit_after_the_sliding_window_wrapped_falls_back_to_a_cold_prefill(back
     first = request([user(long_text, item_id="u1")], session_id="edited")
     run(backend, first)
     # The client truncated the answer: the cache must drop tokens, which a wrapped window cannot.
-    edited = [user(long_text, item_id="u1"), Turn("assistant", (TextPart("yes"),), first.output_item_id),
-              user("more", item_id="u2")]
+    edited = [
+        user(long_text, item_id="u1"),
+        Turn("assistant", (TextPart("yes"),), first.output_item_id),
+        user("more", item_id="u2"),
+    ]
     second = request(edited, session_id="edited")
     _, done = run(backend, second)
     assert done.usage.cached_tokens == 0

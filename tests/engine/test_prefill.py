@@ -9,8 +9,11 @@ def rows(n: int) -> mx.array:
 
 
 def test_chunks_hold_at_most_the_limit_and_keep_every_key_in_order():
-    pieces = [TokenPiece(tuple(range(5))), EmbeddingPiece(tuple(("clip", i) for i in range(7)), rows(7), "audio"),
-              TokenPiece((90, 91))]
+    pieces = [
+        TokenPiece(tuple(range(5))),
+        EmbeddingPiece(tuple(("clip", i) for i in range(7)), rows(7), "audio"),
+        TokenPiece((90, 91)),
+    ]
     chunks = split_into_chunks(pieces, max_tokens=4)
     assert [sum(len(p) for p in chunk) for chunk in chunks] == [4, 4, 4, 2]
     keys = [k for chunk in chunks for p in chunk for k in p.keys]

@@ -46,7 +46,9 @@ def template_ids(processor, messages, images=(), audio=()):
     return np.asarray(inputs["input_ids"])[0].tolist()
 
 
-def test_a_multimodal_conversation_renders_as_the_chat_template_and_processor_do(renderer, processor, image, audio):
+def test_a_multimodal_conversation_renders_as_the_chat_template_and_processor_do(
+    renderer, processor, image, audio
+):
     turns = (
         Turn("user", (ImagePart(image, "img"), AudioPart(audio, "clip"), TextPart("  what is this ")), "u1"),
         Turn("assistant", (TextPart("a picture"),), "a1"),
@@ -54,7 +56,10 @@ def test_a_multimodal_conversation_renders_as_the_chat_template_and_processor_do
     )
     messages = [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "image"}, {"type": "audio"}, {"type": "text", "text": "  what is this "}]},
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "audio"}, {"type": "text", "text": "  what is this "}],
+        },
         {"role": "assistant", "content": "a picture"},
         {"role": "user", "content": "tell me more"},
     ]

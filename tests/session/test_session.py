@@ -12,7 +12,14 @@ from realtime.engine.fake_backend import FakeBackend
 from realtime.engine.interface import AudioPart, GenerationDone, ImagePart, TextDelta, Usage
 from realtime.protocol.codec import encode_server_event
 from realtime.protocol.ids import IdFactory
-from realtime.session.session import CancelGeneration, Session, StartGeneration
+from realtime.session.session import (
+    AbandonAudioTurn,
+    AppendAudioTurn,
+    BeginAudioTurn,
+    CancelGeneration,
+    Session,
+    StartGeneration,
+)
 from realtime.session.settings import SessionSettings
 from tests.conftest import pcm16_b64, png_data_uri, silence, strict_server_event, tone
 
@@ -65,6 +72,10 @@ def run_engine(session: Session, commands: list, backend: FakeBackend | None = N
             new_events, _ = drain(session)
             events += new_events
     return events
+
+
+def generations(commands: list) -> list[StartGeneration]:
+    return [c for c in commands if isinstance(c, StartGeneration)]
 
 
 def types(events: list[dict]) -> list[str]:
@@ -170,8 +181,9 @@ def test_vad_turn_and_auto_response():
     assert started["audio_start_ms"] == 500 - 300  # prefix padding
     assert stopped["audio_end_ms"] == 1300
     assert started["item_id"] == stopped["item_id"] == committed["item_id"] == events[3]["item"]["id"]
-    (part,) = commands[0].request.turns[-1].parts
-    assert len(part.samples) == (1300 - 200) * 16
+    (part,) = generations(commands)[0].request.turns[-1].parts
+    # From the padded start to where the 500 ms silence wait ran out.
+    assert len(part.samples) == (1300 + 500 - 200) * 16
 
 
 def test_speech_start_cancels_streaming_response_barge_in():
@@ -325,7 +337,7 @@ def test_live_frames_join_the_audio_turn():
     events, commands = drain(session)
     user_item = next(e for e in events if e["type"] == "conversation.item.added")["item"]
     assert [c["type"] for c in user_item["content"]] == ["input_image", "input_audio"]
-    image_part, audio_part = commands[0].request.turns[-1].parts
+    image_part, audio_part = generations(commands)[0].request.turns[-1].parts
     assert isinstance(image_part, ImagePart) and isinstance(audio_part, AudioPart)
     assert image_part.image.getpixel((5, 5)) == (200, 10, 10)
 
@@ -358,8 +370,8 @@ def test_thirty_fps_for_ten_seconds_keeps_memory_bounded_and_attaches_the_frame_
         if "input_audio_buffer.speech_started" in types(events):
             speech_started_at_ms = now_ms
         assert session._frames.n_frames_held <= 1
-        if commands:
-            turn_commands = commands
+        if generations(commands):
+            turn_commands = generations(commands)
     assert speech_started_at_ms is not None
     image_part, _ = turn_commands[0].request.turns[-1].parts
     assert image_part.image.getpixel((0, 0)) == colors[speech_started_at_ms]
@@ -376,8 +388,50 @@ def test_idle_timeout_triggers_a_response():
         "conversation.item.done",
     ]
     assert (events[0]["audio_start_ms"], events[0]["audio_end_ms"]) == (0, 1000)
-    assert isinstance(commands[0], StartGeneration)
+    assert generations(commands)
     events = run_engine(session, commands)
     # Fires once: more silence after the answer starts the count again from the answer's end.
     events, _ = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(900))})
     assert "input_audio_buffer.timeout_triggered" not in types(events)
+
+
+def test_streaming_prefill_feeds_the_engine_exactly_the_committed_audio():
+    session = make_session()
+    audio = np.concatenate([silence(400), tone(900), silence(800)])
+    commands = []
+    for start in range(0, len(audio), 1111):
+        _, new = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(audio[start : start + 1111])})
+        commands += new
+    begin, *appends, generation = [c for c in commands if not isinstance(c, CancelGeneration)]
+    assert isinstance(begin, BeginAudioTurn) and isinstance(generation, StartGeneration)
+    assert all(isinstance(a, AppendAudioTurn) for a in appends) and len(appends) > 3
+    (part,) = generation.request.turns[-1].parts
+    assert begin.start.item_id == generation.request.turns[-1].item_id
+    assert begin.start.audio_key == part.key
+    streamed = np.concatenate([a.samples for a in appends])
+    # Everything the engine heard while the user spoke is the start of the committed clip, sample for sample.
+    assert len(streamed) <= len(part.samples)
+    np.testing.assert_array_equal(streamed, part.samples[: len(streamed)])
+    assert len(part.samples) - len(streamed) < 1111 * 2 // 3
+
+
+def test_streaming_waits_for_a_cancelled_answer_and_clear_abandons():
+    session = make_session()
+    _, commands = drive(session, user_text("hi"), {"type": "response.create"})
+    response_id = commands[0].request.response_id
+    _, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(300))})
+    assert [type(c) for c in commands] == [CancelGeneration]
+    session.receive_engine_output(GenerationDone(response_id, "cancelled", Usage()))
+    _, commands = drain(session)
+    begin, append = commands
+    assert isinstance(begin, BeginAudioTurn) and [t.role for t in begin.start.turns] == ["user", "assistant"]
+    assert isinstance(append, AppendAudioTurn) and len(append.samples) > 300 * 16 - 400
+    _, commands = drive(session, {"type": "input_audio_buffer.clear"})
+    assert commands == [AbandonAudioTurn("sess_test")]
+
+
+def test_without_streaming_prefill_the_engine_hears_the_turn_only_at_commit():
+    session = Session("s", SessionSettings(), detector_factory=lambda t: EnergyDetector(), stream_turns=False)
+    session.receive_message(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(500), silence(600)]))}))
+    _, commands = session.drain()
+    assert [type(c) for c in commands] == [StartGeneration]
