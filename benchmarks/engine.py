@@ -26,7 +26,6 @@ from realtime.engine.interface import (  # noqa: E402
     AudioPart,
     GenerationDone,
     GenerationRequest,
-    TextDelta,
     TextPart,
     Turn,
 )
@@ -130,10 +129,10 @@ def measure_decode(backend: MlxBackend, loaded: LoadedModel) -> dict:
     def ours() -> tuple[float, list[float]]:
         start = time.perf_counter()
         request = _request([_user(*parts)], max_tokens=DECODE_TOKENS)
-        times = [
-            time.perf_counter() for o in backend.generate(request, lambda: False) if isinstance(o, TextDelta)
-        ]
-        return start, times
+        timed = [(output, time.perf_counter()) for output in backend.generate(request, lambda: False)]
+        n_tokens = timed[-1][0].usage.output_tokens
+        # One yield per answer token before GenerationDone; the prompt's chunks yielded before them.
+        return start, [at for _, at in timed[-1 - n_tokens : -1]]
 
     ours_rate = max(_decode_rate(ours()) for _ in range(REPEATS))
     vlm_rate = max(_decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS)) for _ in range(REPEATS))
@@ -203,26 +202,29 @@ def measure_cache(backend: MlxBackend) -> dict:
     }
 
 
+def _round_robin_tokens_per_s(backend: MlxBackend, n_sessions: int) -> tuple[float, int]:
+    """All sessions' answer tokens per second of wall time, their short prompts' prefill included."""
+    requests = [
+        _request([_user(f"hello number {i}")], max_tokens=CONCURRENT_TOKENS) for i in range(n_sessions)
+    ]
+    start = time.perf_counter()
+    steps = [backend.generate(r, lambda: False) for r in requests]
+    n_tokens = 0
+    # One step of each session in turn, as the engine worker schedules them.
+    while steps:
+        for step in list(steps):
+            output = next(step)
+            if isinstance(output, GenerationDone):
+                n_tokens += output.usage.output_tokens
+                steps.remove(step)
+    return n_tokens / (time.perf_counter() - start), n_tokens
+
+
 def measure_sessions(backend: MlxBackend) -> list[dict]:
     rows = []
     for n_sessions in SESSION_COUNTS:
-        requests = [
-            _request([_user(f"hello number {i}")], max_tokens=CONCURRENT_TOKENS) for i in range(n_sessions)
-        ]
-        start = time.perf_counter()
-        steps = [backend.generate(r, lambda: False) for r in requests]
-        n_tokens = 0
-        # One step of each session in turn, as the engine worker schedules them.
-        while steps:
-            for step in list(steps):
-                output = next(step)
-                if isinstance(output, GenerationDone):
-                    n_tokens += output.usage.output_tokens
-                    steps.remove(step)
-        elapsed = time.perf_counter() - start
-        rows.append(
-            {"sessions": n_sessions, "tokens": n_tokens, "aggregate_tokens_per_s": n_tokens / elapsed}
-        )
+        rate, n_tokens = max(_round_robin_tokens_per_s(backend, n_sessions) for _ in range(REPEATS))
+        rows.append({"sessions": n_sessions, "tokens": n_tokens, "aggregate_tokens_per_s": rate})
     for row in rows:
         row["aggregate_over_one_session"] = row["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
         row["per_session_tokens_per_s"] = row["aggregate_tokens_per_s"] / row["sessions"]

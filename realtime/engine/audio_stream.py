@@ -28,7 +28,7 @@ class IncrementalAudioEncoder:
     conformer above it looks only backwards (chunked attention with no right context, causal convolutions).
     Each conformer block therefore runs on the new frames plus a few of its own earlier inputs, cached, and
     that window starts on an attention-chunk boundary so every kept frame is computed exactly as in the
-    whole-clip encode.
+    whole-clip encode. Rows come in embed_audio's dtype; a one-shot prompt holds them cast to the text dtype.
     """
 
     def __init__(self, model: Any, processor: Any, step_ms: int = 320) -> None:
@@ -48,7 +48,7 @@ class IncrementalAudioEncoder:
         self._samples = np.zeros(MAX_CLIP_SAMPLES, np.float32)
         self._n_samples = 0
         self.n_tokens_emitted = 0
-        # Each block's input for frames [_context_start_frame, n_tokens_emitted): the next window's left context.
+        # Each block's input for frames [_context_start_frame, n_tokens_emitted): the next left context.
         self._block_inputs: list[mx.array] = []
         self._context_start_frame = 0
         self._first_row: mx.array | None = None
@@ -69,8 +69,8 @@ class IncrementalAudioEncoder:
         if n_missing > 0:
             # mlx-vlm 0.7.10 scatters encoder rows modulo their count: when the processor counts one token
             # more than the encoder has frames (clips 1-160 samples past a 640-sample boundary), that token
-            # gets frame 0's row; mirrored so that a streamed prompt equals a one-shot one. Clips of at most
-            # 128 samples have no frame at all (the one-shot encode fails): they get a padding frame's zero row.
+            # gets frame 0's row; mirrored so that a streamed prompt equals a one-shot one. Clips of at
+            # most 128 samples have no frame (the one-shot encode fails): they get a padding frame's zeros.
             first = self._first_row if self._first_row is not None else self._no_rows(1)
             rows.append(self._emit(mx.repeat(first, n_missing, axis=0)))
         return mx.concatenate(rows) if rows else self._no_rows()
@@ -114,7 +114,7 @@ class IncrementalAudioEncoder:
         return frames[:, kept], invalid[:, kept]
 
     def _context_start(self, frame: int) -> int:
-        # Chunk-aligned, so each kept frame sits at the same place in its attention block as in a one-shot encode.
+        # Chunk-aligned, so a kept frame sits where it does in its attention block in a one-shot encode.
         earliest = frame - self._block_reach_frames
         return max(0, earliest // self._chunk_frames * self._chunk_frames)
 

@@ -10,7 +10,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-DEMO_FORMAT_VERSION = 1
+DEMO_FORMAT_VERSION = 2
 DEMO_MODEL_TYPES = ("gemma4", "gemma4_unified")
 VOCAB_SIZE = 262_144
 # Smallest of Gemma 4's image budgets (70/140/280/560/1120 soft tokens; real checkpoints default to 280).
@@ -259,6 +259,11 @@ def _random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
     mx.random.seed(seed)
     model = model_module.Model(model_args)
     weights = dict(tree_flatten(model.parameters()))
+    # mlx-vlm starts the audio light-convolution kernels at zero, which would leave that path (and its
+    # left context, which streaming encoding must get right) silent; give them seeded values too.
+    for name, value in weights.items():
+        if name.endswith("depthwise_conv1d.weight"):
+            weights[name] = mx.random.normal(value.shape) * 0.5
     return {name: value.astype(mx.bfloat16) for name, value in sorted(weights.items())}
 
 

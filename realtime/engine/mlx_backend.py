@@ -99,7 +99,9 @@ class MlxBackend:
         self._renderer = PromptRenderer(
             processor.tokenizer, ChatTokens.from_processor(processor), self._media.count_tokens
         )
-        self._rules = TokenRules.for_model(model.config)
+        # The processor registers <|video|> itself when the tokenizer lacks it.
+        video_id = getattr(processor, "video_token_id", None)
+        self._rules = TokenRules.for_model(model.config, extra_suppressed=[video_id] if video_id else [])
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
         self._unified = self.loaded.model_type == "gemma4_unified"
@@ -134,7 +136,8 @@ class MlxBackend:
 
     def reply(self, session_id: str, output_item_id: str) -> Reply | None:
         """The tokens and text of an answer this session's cache holds, as the next turn will replay it."""
-        return self._session(session_id).replies.get(output_item_id)
+        session = self._sessions.get(session_id)
+        return session.replies.get(output_item_id) if session else None
 
     # Building blocks for streaming prefill (issue 8): feed a turn while it is spoken, roll back if dropped.
 
@@ -258,21 +261,31 @@ class MlxBackend:
     ) -> Generator[TextDelta, None, StopReason]:
         sampler = Sampler(request.sampling, self._suppressed)
         limit = request.max_output_tokens or self._max_output_tokens
+        token = sampler(logits)
         while True:
-            token_id = sampler(logits)
+            if should_stop():
+                return "cancelled"
+            last = len(answer.token_ids) + 1 >= limit
+            if not last:
+                # As mlx-lm: the next step is queued before this token is read, so the device computes
+                # while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
+                # next turn's prompt has it there anyway).
+                next_token = sampler(self._prefiller.step(cache, token))
+                mx.async_eval(next_token)
+            token_id = int(token.item())
+            if not last:
+                cache.keys.append(token_id)
             if token_id in self._rules.stop_ids:
                 tail = answer.flush()
                 if tail:
                     yield TextDelta(request.response_id, tail)
                 return "end_of_turn"
             delta = answer.add(token_id)
-            if len(answer.token_ids) >= limit:
+            if last:
                 yield TextDelta(request.response_id, delta + answer.flush())
                 return "max_tokens"
             yield TextDelta(request.response_id, delta)
-            if should_stop():
-                return "cancelled"
-            logits = self._prefiller.step(cache, token_id)
+            token = next_token
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:

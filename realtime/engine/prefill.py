@@ -101,10 +101,12 @@ class Prefiller:
         cache.keys.extend(k for p in pieces for k in p.keys)
         return output.logits[:, -1, :]
 
-    def step(self, cache: ConversationCache, token_id: int) -> mx.array:
-        """One decode step: the token through the model, as mlx-vlm's generate_step feeds it."""
-        output = self._language_model(mx.array([[token_id]]), cache=cache.layers, logits_to_keep=1)
-        cache.keys.append(token_id)
+    def step(self, cache: ConversationCache, token: mx.array) -> mx.array:
+        """One decode step for a sampled token, shape (1,), maybe not yet computed: lazy logits.
+
+        The caller appends the token's id to cache.keys once it has read it.
+        """
+        output = self._language_model(token.reshape(1, 1), cache=cache.layers, logits_to_keep=1)
         return output.logits[:, -1, :]
 
     def _embed(self, piece: Piece) -> mx.array:

@@ -25,17 +25,18 @@ class Sampler:
         seed = settings.seed if settings.seed is not None else secrets.randbits(32)
         self._key = mx.random.key(seed)
 
-    def __call__(self, logits: mx.array) -> int:
+    def __call__(self, logits: mx.array) -> mx.array:
+        """The token id, shape (1,), lazy: the caller decides when to wait for it."""
         # Log-probabilities first, then the mask: the same numbers mlx-vlm's greedy argmax sees.
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         logprobs = mx.where(self._suppressed, -mx.inf, logprobs)
         if self._temperature <= 0:
-            return int(mx.argmax(logprobs, axis=-1).item())
+            return mx.argmax(logprobs, axis=-1)
         if 0 < self._top_p < 1:
             logprobs = apply_top_p(logprobs, self._top_p)
         self._key, draw_key = mx.random.split(self._key)
         temperature = max(self._temperature, _MIN_TEMPERATURE)
-        return int(mx.random.categorical(logprobs * (1 / temperature), key=draw_key).item())
+        return mx.random.categorical(logprobs * (1 / temperature), key=draw_key)
 
 
 def suppression_mask(suppressed_ids: Iterable[int], vocab_size: int) -> mx.array:

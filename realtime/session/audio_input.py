@@ -45,17 +45,17 @@ class AudioInput:
         self._detector_factory = detector_factory
         self._max_buffer_n_samples = max_buffer_ms * SAMPLES_PER_MS
         self._buffer = SampleBuffer()
-        self._n_samples_before_segmenter = 0
+        self._format = audio_format
+        self._ingest = AudioIngest(audio_format)
+        self._turn_detection = turn_detection
+        self._segmenter = self._new_segmenter()
         self.turn_start_sample: int | None = None
-        self.reconfigure(audio_format, turn_detection)
 
     def reconfigure(self, audio_format: AudioFormat, turn_detection: TurnDetection | None) -> None:
-        if getattr(self, "_format", None) != audio_format:
+        if audio_format != self._format:
             self._format = audio_format
             self._ingest = AudioIngest(audio_format)
-        if getattr(self, "_turn_detection", None) != turn_detection or not hasattr(
-            self, "_segmenter"
-        ):
+        if turn_detection != self._turn_detection:
             self._turn_detection = turn_detection
             self._segmenter = self._new_segmenter()
             self.turn_start_sample = None

@@ -213,14 +213,20 @@ def test_answer_ends_at_end_of_turn_without_emitting_it(backend, loaded):
     free_run = answer_ids(backend, req)
     # <turn|> wins right after the k-th token of the free-running answer.
     k = next(i for i in range(3, len(free_run)) if free_run[i - 1] not in free_run[: i - 1])
+    opening = user("hello", item_id="u1")
     with scripted_head(loaded, forcing({free_run[k - 1]: END_OF_TURN_ID})):
-        stopped = request([user("hello")], max_tokens=12)
+        stopped = request([opening], session_id="ended", max_tokens=12)
         deltas, done = run(backend, stopped)
     assert answer_ids(backend, stopped) == free_run[:k]
     assert done.stop_reason == "end_of_turn" and done.usage.output_tokens == k
     text = "".join(d.text for d in deltas)
     assert text == loaded.processor.tokenizer.decode(free_run[:k], skip_special_tokens=True)
     assert "<turn|>" not in text
+    # <turn|> went through the model (the step after a token is queued before the token is read), and
+    # the next turn's prompt has it right there: the whole answer and its end marker are cached.
+    said = Turn("assistant", (TextPart(text),), stopped.output_item_id)
+    _, next_done = run(backend, request([opening, said, user("more")], session_id="ended"))
+    assert next_done.usage.cached_tokens == done.usage.input_tokens + k + 1
 
 
 def test_thinking_channel_never_reaches_deltas(backend, loaded):
