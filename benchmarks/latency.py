@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -198,12 +199,9 @@ async def _send_live(ws, utterance: Utterance, chunk_ms: int, answered: asyncio.
         await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
         if i == len(chunks) - 1:
             marks["speech_end_sent"] = time.monotonic()
-        next_at = start + (i + 1) * chunk_ms / 1000
-        try:
-            await asyncio.wait_for(answered.wait(), max(0.0, next_at - time.monotonic()))
+        if answered.is_set():
             return
-        except TimeoutError:
-            pass
+        await asyncio.sleep(max(0.0, start + (i + 1) * chunk_ms / 1000 - time.monotonic()))
 
 
 async def _receive(ws, events: list[tuple[float, dict]], answered: asyncio.Event) -> None:
@@ -442,6 +440,8 @@ def parse_args() -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace) -> dict:
+    # SIGTERM unwinds like Ctrl-C, so the servers started here are ended too.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     model_dir = args.model or ensure_demo_model()
     utterances = [make_utterance(length) for length in args.lengths]
     for utterance in utterances:

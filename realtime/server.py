@@ -24,7 +24,15 @@ from .engine.interface import EngineOutput
 from .engine.worker import EngineWorker
 from .protocol.codec import encode_server_event
 from .protocol.ids import IdFactory
-from .session.session import CancelGeneration, Session, SessionLimits, StartGeneration
+from .session.session import (
+    AbandonAudioTurn,
+    AppendAudioTurn,
+    BeginAudioTurn,
+    CancelGeneration,
+    Session,
+    SessionLimits,
+    StartGeneration,
+)
 from .session.settings import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,8 @@ class ServerConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     web_dir: Path = WEB_DIR
     session_defaults: SessionSettings = field(default_factory=SessionSettings)
+    # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
+    streaming_prefill: bool = True
     limits: SessionLimits = field(default_factory=SessionLimits)
 
 
@@ -118,7 +128,11 @@ class RealtimeServer:
             await connection.close(1013, "server busy: too many sessions")
             return
         session = Session(
-            self._ids.new("sess"), self.config.session_defaults, ids=self._ids, limits=self.config.limits
+            self._ids.new("sess"),
+            self.config.session_defaults,
+            ids=self._ids,
+            limits=self.config.limits,
+            stream_turns=self.config.streaming_prefill,
         )
         beta_names = "realtime=v1" in (connection.request.headers.get("OpenAI-Beta", "") if connection.request else "")
         self._sessions.add(session.id)
@@ -168,6 +182,12 @@ class RealtimeServer:
                 self.worker.submit(command.request, sink)
             elif isinstance(command, CancelGeneration):
                 self.worker.cancel(command.response_id)
+            elif isinstance(command, BeginAudioTurn):
+                self.worker.begin_audio_turn(command.start)
+            elif isinstance(command, AppendAudioTurn):
+                self.worker.append_audio_turn(command.session_id, command.samples)
+            elif isinstance(command, AbandonAudioTurn):
+                self.worker.abandon_audio_turn(command.session_id)
 
 
 async def _read_into(connection: ServerConnection, inbox: asyncio.Queue[object]) -> None:

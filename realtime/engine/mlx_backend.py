@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
 from .interface import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
+    AudioTurnStart,
     EngineOutput,
     GenerationDone,
     GenerationRequest,
@@ -31,6 +33,7 @@ from .media import MediaEncoder
 from .prefill import EmbeddingPiece, Piece, Prefiller, TokenPiece, split_into_chunks
 from .prompt import ChatTokens, Key, Prompt, PromptRenderer, Reply
 from .sampling import Sampler, suppression_mask
+from .turn_stream import TurnStream, render_opening, stream_encoder
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
@@ -38,7 +41,12 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 # A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields, so the
 # worker can step the next session; the interface's outputs are TextDelta or GenerationDone, so "no text
-# yet" is an empty TextDelta.
+# yet" is an empty TextDelta. Streamed-turn work yields None: a Step is either.
+Step = TextDelta | None
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -47,6 +55,8 @@ class _Session:
     replies: dict[str, Reply] = field(default_factory=dict)
     # Set while one of its requests is using the cache; a second one meanwhile gets a scratch cache.
     busy: bool = False
+    # The user turn being prefilled while it is spoken, if any.
+    stream: TurnStream | None = None
 
 
 class _Answer:
@@ -104,6 +114,7 @@ class MlxBackend:
         self._rules = TokenRules.for_model(model.config, extra_suppressed=[video_id] if video_id else [])
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
+        self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
 
@@ -119,7 +130,11 @@ class MlxBackend:
             session.replies = {k: v for k, v in session.replies.items() if k in present}
             session.busy = True
         try:
-            done = yield from self._answer(request, prompt, cache, answer, should_stop)
+            n_cached = None
+            if in_session and session.stream is not None:
+                step = TextDelta(request.response_id, "")
+                n_cached = yield from self._finish_stream(session, request, prompt, step, should_stop)
+            done = yield from self._answer(request, prompt, cache, answer, should_stop, n_cached)
         except Exception:
             # A forward that failed halfway may have written layers past the recorded keys.
             cache.clear()
@@ -133,6 +148,38 @@ class MlxBackend:
 
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+
+    def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
+        # A turn still open (committed without an answer) is rolled back like any other.
+        self.abandon_audio_turn(start.session_id)
+        if not self._media.has_audio:
+            return
+        session = self._session(start.session_id)
+        opening = render_opening(self._renderer, start, session.replies)
+        encoder = stream_encoder(self.loaded)
+        session.stream = TurnStream(
+            start, session.cache.snapshot(), encoder, len(opening.ids), self._text_dtype
+        )
+        with self._streamed_work(session):
+            self._reuse_prefix(session.cache, opening)
+            pieces = yield from self._uncached_pieces(None, opening, len(session.cache), _never)
+            yield from self._prefill_chunks(session.cache, pieces or [], None, _never)
+
+    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
+        session = self._sessions.get(session_id)
+        # No stream: a request that did not continue the turn has ended it; the rest of it is not needed.
+        if session is None or session.stream is None:
+            return
+        with self._streamed_work(session):
+            # One step encodes a slice of audio and prefills the rows it made final.
+            for rows in session.stream.hear(samples):
+                yield from self._prefill_chunks(session.cache, [rows], None, _never)
+
+    def abandon_audio_turn(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None and session.stream is not None:
+            session.cache.restore(session.stream.snapshot)
+            session.stream = None
 
     def reply(self, session_id: str, output_item_id: str) -> Reply | None:
         """The tokens and text of an answer this session's cache holds, as the next turn will replay it."""
@@ -178,6 +225,51 @@ class MlxBackend:
         kind = "audio" if isinstance(part, AudioPart) else "image"
         return EmbeddingPiece(tuple((part.key, i) for i in range(rows.shape[0])), rows, kind)
 
+    @contextmanager
+    def _streamed_work(self, session: _Session) -> Iterator[None]:
+        try:
+            yield
+        except Exception:
+            # A forward that failed halfway may have written layers past the recorded keys.
+            session.cache.clear()
+            session.stream = None
+            raise
+
+    def _finish_stream(
+        self,
+        session: _Session,
+        request: GenerationRequest,
+        prompt: Prompt,
+        step: TextDelta,
+        should_stop: Callable[[], bool],
+    ) -> Generator[TextDelta, None, int | None]:
+        """Completes the streamed turn if the request continues it, else rolls the cache back to before it.
+
+        Returns how many of the prompt's tokens the cache held on arrival when the turn was continued.
+        """
+        stream, session.stream = session.stream, None
+        part = stream.continuation(request, prompt, session.cache.keys)
+        if part is None:
+            session.cache.restore(stream.snapshot)
+            return None
+        n_cached = len(session.cache)
+        rest = stream.finish(part)
+        n_tokens = self._media.count_tokens(part)
+        if stream.n_rows != n_tokens:
+            raise ValueError(f"audio {part.key}: {stream.n_rows} streamed rows for {n_tokens} tokens")
+        yield step
+        yield from self._prefill_chunks(session.cache, [rest], step, should_stop)
+        return n_cached
+
+    def _prefill_chunks(
+        self, cache: ConversationCache, pieces: list[Piece], step: Step, should_stop: Callable[[], bool]
+    ) -> Generator[Step, None, None]:
+        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
+            if should_stop():
+                return
+            self._prefiller.forward(cache, chunk)
+            yield step
+
     def _answer(
         self,
         request: GenerationRequest,
@@ -185,9 +277,11 @@ class MlxBackend:
         cache: ConversationCache,
         answer: _Answer,
         should_stop: Callable[[], bool],
+        n_cached_on_arrival: int | None,
     ) -> Generator[TextDelta, None, GenerationDone]:
         n_cached = self._reuse_prefix(cache, prompt)
-        usage = _input_usage(prompt, n_cached)
+        # A streamed turn's audio counts as cached: it was prefilled before the request, while spoken.
+        usage = _input_usage(prompt, n_cached if n_cached_on_arrival is None else n_cached_on_arrival)
         logits = yield from self._prefill_prompt(request.response_id, prompt, cache, should_stop)
         reason: StopReason = "cancelled"
         if logits is not None:
@@ -205,7 +299,7 @@ class MlxBackend:
     def _prefill_prompt(
         self, response_id: str, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
     ) -> Generator[TextDelta, None, mx.array | None]:
-        pieces = yield from self._uncached_pieces(response_id, prompt, len(cache), should_stop)
+        pieces = yield from self._uncached_pieces(TextDelta(response_id, ""), prompt, len(cache), should_stop)
         if pieces is None:
             return None
         chunks, image_blocks = self._prompt_chunks(pieces)
@@ -218,8 +312,8 @@ class MlxBackend:
         return logits
 
     def _uncached_pieces(
-        self, response_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
-    ) -> Generator[TextDelta, None, list[Piece] | None]:
+        self, step: Step, prompt: Prompt, position: int, should_stop: Callable[[], bool]
+    ) -> Generator[Step, None, list[Piece] | None]:
         """The prompt from `position` on; each media item it reaches is encoded as one unit of work."""
         pieces: list[Piece] = []
         for span in prompt.media:
@@ -229,7 +323,7 @@ class MlxBackend:
             if should_stop():
                 return None
             rows = self._media.embed(span.part)
-            yield TextDelta(response_id, "")
+            yield step
             start = max(span.start, position)
             pieces.append(TokenPiece(prompt.ids[position:start]))
             kind = "audio" if isinstance(span.part, AudioPart) else "image"
@@ -311,7 +405,7 @@ class MlxBackend:
             turns=(Turn("user", tuple(parts), "warm-up"),),
             max_output_tokens=2,
         )
-        for _ in self.generate(request, lambda: False):
+        for _ in self.generate(request, _never):
             pass
         self.drop_session(request.session_id)
 

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from realtime.engine.demo_model import build_demo_model, default_demo_dir, ensure_demo_model
+from realtime.engine.demo_model import (
+    DEMO_FORMAT_VERSION,
+    build_demo_model,
+    default_demo_dir,
+    ensure_demo_model,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,20 +75,20 @@ def _file_bytes(directory: Path) -> dict[str, bytes]:
 
 def test_cache_dir_follows_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("MLX_REALTIME_CACHE", str(tmp_path / "explicit"))
-    assert default_demo_dir() == tmp_path / "explicit" / "demo-gemma4-s0-v1"
+    assert default_demo_dir() == tmp_path / "explicit" / f"demo-gemma4-s0-v{DEMO_FORMAT_VERSION}"
     monkeypatch.delenv("MLX_REALTIME_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_demo_dir("gemma4_unified", seed=3) == (
-        tmp_path / "xdg" / "mlx-realtime" / "demo-gemma4_unified-s3-v1"
+        tmp_path / "xdg" / "mlx-realtime" / f"demo-gemma4_unified-s3-v{DEMO_FORMAT_VERSION}"
     )
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_demo_dir() == tmp_path / "home" / ".cache" / "mlx-realtime" / "demo-gemma4-s0-v1"
+    assert default_demo_dir() == tmp_path / "home" / ".cache" / "mlx-realtime" / f"demo-gemma4-s0-v{DEMO_FORMAT_VERSION}"
 
 
 def test_ensure_builds_once_and_reuses(demo_dir, cache_dir, monkeypatch):
     monkeypatch.setenv("MLX_REALTIME_CACHE", str(cache_dir))
-    assert demo_dir == cache_dir / "demo-gemma4-s0-v1"
+    assert demo_dir == cache_dir / f"demo-gemma4-s0-v{DEMO_FORMAT_VERSION}"
     weights_mtime_ns = (demo_dir / "model.safetensors").stat().st_mtime_ns
     assert ensure_demo_model() == demo_dir
     assert (demo_dir / "model.safetensors").stat().st_mtime_ns == weights_mtime_ns
