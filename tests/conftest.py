@@ -9,7 +9,9 @@ import json
 import os
 import queue
 import shutil
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -44,6 +46,22 @@ def png_data_uri(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) 
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def png_of_size(width: int, height: int) -> bytes:
+    # A valid all-black 1-bit PNG written row by row: a few dozen KB however many pixels.
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def pcm16_b64(samples: np.ndarray) -> str:

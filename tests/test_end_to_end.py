@@ -17,7 +17,14 @@ from PIL import Image
 from realtime.engine.demo_model import ensure_demo_model
 from realtime.engine.interface import ImagePart
 from realtime.engine.mlx_backend import MlxBackend
-from tests.conftest import pcm16_b64, require_tool, serve_in_thread, strict_server_event
+from tests.conftest import (
+    data_uri,
+    pcm16_b64,
+    png_of_size,
+    require_tool,
+    serve_in_thread,
+    strict_server_event,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -228,6 +235,7 @@ def test_image_and_audio_turn(host, backend, speech_24k):
         ("data:image/png;base64," + base64.b64encode(b"plain text, not an image").decode(), "invalid_image"),
         ("data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 64).decode(), "invalid_image"),
         ("data:image/png;base64," + "A" * (50 * 1024 * 1024), "image_too_large"),
+        (data_uri(png_of_size(20_000, 20_000), "image/png"), "image_too_many_pixels"),
     ],
 )
 def test_bad_images_are_error_events_over_the_wire(host, image_url, code):

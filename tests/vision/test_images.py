@@ -1,14 +1,13 @@
 import base64
 import io
 import random
-import struct
 import time
-import zlib
 
 import pytest
 from PIL import Image
 
 from realtime.vision.images import ImageError, ImageLimits, decode_image
+from tests.conftest import data_uri, png_of_size
 
 LIMITS = ImageLimits()
 RED = (255, 0, 0)
@@ -19,10 +18,6 @@ def encode(image: Image.Image, format: str, **options) -> bytes:
     out = io.BytesIO()
     image.save(out, format, **options)
     return out.getvalue()
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
 def random_rgb(width: int, height: int) -> Image.Image:
@@ -37,18 +32,6 @@ def error_code(value: str, limits: ImageLimits = LIMITS) -> str:
 
 def assert_close(pixel, expected, tolerance: int) -> None:
     assert all(abs(a - b) <= tolerance for a, b in zip(pixel, expected, strict=True)), pixel
-
-
-def png_of_size(width: int, height: int) -> bytes:
-    # A valid all-black 1-bit PNG written row by row: a few dozen KB however many pixels.
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)
-    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_png_decodes_to_the_exact_pixels():
