@@ -17,6 +17,13 @@ MAX_OUTPUT_TOKENS_LIMIT = 4096
 # semantic_vad has no model of its own here: it runs as server_vad with a silence wait per eagerness.
 SEMANTIC_SILENCE_MS = {"low": 1200, "medium": 800, "auto": 800, "high": 500}
 
+_TURN_DETECTION_RANGES = {
+    "threshold": (0.0, 1.0),
+    "prefix_padding_ms": (0, 10_000),
+    "silence_duration_ms": (0, 10_000),
+    "idle_timeout_ms": (1, 3_600_000),
+}
+
 _BETA_AUDIO_FORMATS = {
     "pcm16": {"type": "audio/pcm", "rate": 24000},
     "g711_ulaw": {"type": "audio/pcmu"},
@@ -50,26 +57,10 @@ class TurnDetection:
             if f.name != "type" and getattr(spec, f.name, UNSET) is not UNSET
         }
         result = dataclasses.replace(base, **changes)
-        at = "session.audio.input.turn_detection."
-        _check_range("threshold", result.threshold, 0.0, 1.0, param=at + "threshold")
-        _check_range(
-            "prefix_padding_ms", result.prefix_padding_ms, 0, 10_000, param=at + "prefix_padding_ms"
-        )
-        _check_range(
-            "silence_duration_ms",
-            result.silence_duration_ms,
-            0,
-            10_000,
-            param=at + "silence_duration_ms",
-        )
-        if result.idle_timeout_ms is not None:
-            _check_range(
-                "idle_timeout_ms",
-                result.idle_timeout_ms,
-                1,
-                3_600_000,
-                param=at + "idle_timeout_ms",
-            )
+        for name, (low, high) in _TURN_DETECTION_RANGES.items():
+            value = getattr(result, name)
+            if value is not None:
+                _check_range(name, value, low, high, param=f"session.audio.input.turn_detection.{name}")
         if result.eagerness not in SEMANTIC_SILENCE_MS:
             raise ProtocolError(
                 "invalid_value",
