@@ -381,7 +381,7 @@ def plot(report: dict, path: Path) -> None:
         p95 = np.array([r["p95_ms"] for r in system["lengths"]])
         ax.errorbar([r["speech_s"] for r in system["lengths"]], p50, yerr=[np.zeros_like(p50), p95 - p50],
                     marker=marker, capsize=4, label=system["label"])
-    ax.set(xlabel="utterance length (s of speech)", ylabel="end of speech → first word (ms): p50, bar to p95",
+    ax.set(xlabel="utterance length (s of speech)", ylabel="speech_stopped → first delta (ms): p50, bar to p95",
            title=f"Response latency, {report['model']} on {report['device']}", ylim=(0, None))
     ax.legend()
     ax.grid(alpha=0.3)

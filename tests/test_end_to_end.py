@@ -143,6 +143,8 @@ def test_sdk_spoken_turn_with_server_vad(host, speech_24k, backend):
     assert abs(len(audio_part.samples) / 16 - (spoken_ms + 500)) <= 25
     # Gemma 4 hears 25 audio tokens per second of the committed turn.
     assert abs(usage.input_token_details.audio_tokens - len(audio_part.samples) / 640) <= 1
+    # Streaming prefill: the turn was in the cache before it ended; only its tail was left to prefill.
+    assert usage.input_token_details.cached_tokens >= usage.input_tokens - 20
 
 
 def test_barge_in_cancels_the_streaming_answer(host, speech_24k):

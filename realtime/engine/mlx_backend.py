@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -186,7 +186,7 @@ class MlxBackend:
         session = self._sessions.get(session_id)
         return session.replies.get(output_item_id) if session else None
 
-    # Building blocks for streaming prefill (issue 8): feed a turn while it is spoken, roll back if dropped.
+    # A session's cache from outside, for tests and benchmarks: look at it, save it, put it back, feed it.
 
     def snapshot(self, session_id: str) -> CacheSnapshot:
         return self._session(session_id).cache.snapshot()
@@ -202,28 +202,6 @@ class MlxBackend:
 
     def cached_keys(self, session_id: str) -> tuple[Key, ...]:
         return tuple(self._session(session_id).cache.keys)
-
-    def prefill(
-        self, session_id: str, pieces: Sequence[Piece], should_stop: Callable[[], bool] = lambda: False
-    ) -> Iterator[int]:
-        """Appends pieces to the session's cache, one chunk per step; yields the cached length after each."""
-        session = self._session(session_id)
-        if session.busy:
-            raise RuntimeError(f"session {session_id} is generating")
-        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
-            if should_stop():
-                return
-            try:
-                self._prefiller.forward(session.cache, chunk)
-            except Exception:
-                session.cache.clear()
-                raise
-            yield len(session.cache)
-
-    def embed_media(self, part: AudioPart | ImagePart) -> EmbeddingPiece:
-        rows = self._media.embed(part)
-        kind = "audio" if isinstance(part, AudioPart) else "image"
-        return EmbeddingPiece(tuple((part.key, i) for i in range(rows.shape[0])), rows, kind)
 
     @contextmanager
     def _streamed_work(self, session: _Session) -> Iterator[None]:

@@ -138,13 +138,13 @@ class TurnStream:
         if not request.turns or request.turns[-1].item_id != self.start.item_id:
             return None
         span = next((s for s in prompt.media if s.part.key == self.start.audio_key), None)
-        if span is None or span.start != self.audio_start or len(cached_keys) != span.start + self.n_rows:
+        if span is None or not isinstance(span.part, AudioPart) or span.start != self.audio_start:
             return None
-        samples = span.part.samples
-        heard = self._heard[: self._n_heard]
+        n_cached = len(cached_keys)
+        if n_cached != span.start + self.n_rows or prompt.keys[:n_cached] != tuple(cached_keys):
+            return None
+        samples, heard = span.part.samples, self._heard[: self._n_heard]
         if len(samples) < len(heard) or not np.array_equal(samples[: len(heard)], heard):
-            return None
-        if prompt.keys[: len(cached_keys)] != tuple(cached_keys):
             return None
         return span.part
 

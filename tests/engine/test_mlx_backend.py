@@ -22,7 +22,6 @@ from realtime.engine.interface import (
 )
 from realtime.engine.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
-from realtime.engine.prefill import TokenPiece
 
 pytestmark = pytest.mark.slow
 
@@ -350,11 +349,10 @@ def test_snapshot_restore_is_exact(backend):
 
     snapshot = backend.snapshot("snap")
     saved = cache_arrays(snapshot)
-    list(backend.prefill("snap", [TokenPiece((END_OF_TURN_ID,))]))
-    assert len(backend.cached_keys("snap")) == len(snapshot.keys) + 1
+    # Decoding writes single tokens into the rotating buffer in place, past its window.
+    run(backend, follow_up("snap"))
+    assert len(backend.cached_keys("snap")) > len(snapshot.keys)
     assert all(np.array_equal(a, b) for a, b in zip(cache_arrays(snapshot), saved, strict=True))
-    backend.restore("snap", snapshot)
-    list(backend.prefill("snap", [TokenPiece((END_OF_TURN_ID,))]))
     backend.restore("snap", snapshot)
     assert backend.cached_keys("snap") == snapshot.keys
     assert all(
@@ -365,22 +363,6 @@ def test_snapshot_restore_is_exact(backend):
     _, done = run(backend, second)
     assert done.usage.cached_tokens == len(snapshot.keys) > 128
     assert answer_ids(backend, second) == answer_ids(backend, reference)
-
-
-def test_prefilled_audio_embeddings_are_reused_by_the_next_turn(backend, audio):
-    clip = AudioPart(audio, "spoken")
-    turns = [user(clip, "what", item_id="u1")]
-    prompt = backend.render_prompt(request(turns))
-    start = prompt.media[0].start
-    # What a streaming prefill does while the user speaks: the turn's opening tokens, then the clip's rows.
-    steps = list(backend.prefill("streamed", [TokenPiece(prompt.ids[:start]), backend.embed_media(clip)]))
-    assert steps[-1] == start + prompt.media[0].n_tokens
-    streamed = request(turns, session_id="streamed")
-    _, done = run(backend, streamed)
-    assert done.usage.cached_tokens == steps[-1]
-    cold = request(turns, session_id="not-streamed")
-    run(backend, cold)
-    assert answer_ids(backend, streamed) == answer_ids(backend, cold)
 
 
 def test_interleaved_sessions_answer_as_they_would_alone(backend, image):
