@@ -9,8 +9,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
+
+if TYPE_CHECKING:
+    # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
+    from .server import RealtimeServer
 
 log = logging.getLogger("realtime")
 
@@ -36,23 +41,45 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the realtime server")
-    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="bind address (env MLX_REALTIME_HOST; default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=int(_env("PORT", "8000") or 8000), help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)")
+    serve.add_argument(
+        "--host",
+        default=_env("HOST", "127.0.0.1"),
+        help="bind address (env MLX_REALTIME_HOST; default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "8000") or 8000),
+        help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)",
+    )
     serve.add_argument(
         "--model",
         default=_env("MODEL"),
         help="local directory or Hugging Face repo id of a gemma4 / gemma4_unified model "
         "(env MLX_REALTIME_MODEL; default: the embedded tiny demo model, which answers random text)",
     )
-    serve.add_argument("--api-key", default=_env("API_KEY"), help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)")
-    serve.add_argument("--instructions", default=_env("INSTRUCTIONS", SessionSettings.instructions), help="default system instructions (env MLX_REALTIME_INSTRUCTIONS)")
+    serve.add_argument(
+        "--api-key",
+        default=_env("API_KEY"),
+        help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
+    )
+    serve.add_argument(
+        "--instructions",
+        default=_env("INSTRUCTIONS", SessionSettings.instructions),
+        help="default system instructions (env MLX_REALTIME_INSTRUCTIONS)",
+    )
     serve.add_argument(
         "--max-output-tokens",
         type=int,
         default=int(_env("MAX_OUTPUT_TOKENS", "1024") or 1024),
         help=f"default cap on tokens per answer, 1-{MAX_OUTPUT_TOKENS_LIMIT} (env MLX_REALTIME_MAX_OUTPUT_TOKENS; default 1024)",
     )
-    serve.add_argument("--max-sessions", type=int, default=int(_env("MAX_SESSIONS", "16") or 16), help="concurrent sessions before new ones are closed with 1013 (env MLX_REALTIME_MAX_SESSIONS; default 16)")
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=int(_env("MAX_SESSIONS", "16") or 16),
+        help="concurrent sessions before new ones are closed with 1013 (env MLX_REALTIME_MAX_SESSIONS; default 16)",
+    )
     serve.add_argument(
         "--no-streaming-prefill",
         dest="streaming_prefill",
@@ -61,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="encode each spoken turn only after it is committed, instead of while it is spoken "
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
     )
-    serve.add_argument("--web-dir", type=Path, default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"), help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR)")
+    serve.add_argument(
+        "--web-dir",
+        type=Path,
+        default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"),
+        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR)",
+    )
 
     demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
     demo.add_argument("directory", type=Path)
@@ -75,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLevelName(args.log_level)))
+    logging.getLogger("websockets.server").setLevel(
+        max(logging.WARNING, logging.getLevelName(args.log_level))
+    )
     if args.command == "make-demo-model":
         from .engine.demo_model import build_demo_model
 
@@ -133,7 +167,13 @@ async def _run(server: RealtimeServer) -> None:
         url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         # Scripts and tests wait for this exact line on stdout.
         print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
-        log.info("open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port)
+        log.info(
+            "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime",
+            url_host,
+            port,
+            url_host,
+            port,
+        )
         await stop.wait()
         log.info("shutting down")
     # The engine stops while the loop still runs, so no output is sent to a closed loop.

@@ -89,7 +89,9 @@ class RealtimeServer:
         if path in REALTIME_PATHS:
             if not self._authorized(request.headers):
                 log.info("rejected a connection without a valid API key")
-                return _response(HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing API key"}', "application/json")
+                return _response(
+                    HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing API key"}', "application/json"
+                )
             return None
         if path == "/healthz":
             return _response(HTTPStatus.OK, json.dumps(self.health()).encode(), "application/json")
@@ -109,8 +111,11 @@ class RealtimeServer:
             return True
         offered = [headers.get("Authorization", "").removeprefix("Bearer ").strip()]
         for value in headers.get_all("Sec-WebSocket-Protocol"):
-            offered += [p.strip().removeprefix(KEY_SUBPROTOCOL_PREFIX) for p in value.split(",")
-                        if p.strip().startswith(KEY_SUBPROTOCOL_PREFIX)]
+            offered += [
+                p.strip().removeprefix(KEY_SUBPROTOCOL_PREFIX)
+                for p in value.split(",")
+                if p.strip().startswith(KEY_SUBPROTOCOL_PREFIX)
+            ]
         return any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered if key)
 
     def _static(self, path: str) -> Response:
@@ -134,7 +139,9 @@ class RealtimeServer:
             limits=self.config.limits,
             stream_turns=self.config.streaming_prefill,
         )
-        beta_names = "realtime=v1" in (connection.request.headers.get("OpenAI-Beta", "") if connection.request else "")
+        beta_names = "realtime=v1" in (
+            connection.request.headers.get("OpenAI-Beta", "") if connection.request else ""
+        )
         self._sessions.add(session.id)
         log.info("session %s opened", session.id)
         inbox: asyncio.Queue[object] = asyncio.Queue()

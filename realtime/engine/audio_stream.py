@@ -8,8 +8,9 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-# The processor calls the feature extractor with its default max_length, which cuts clips at 30 s.
-MAX_CLIP_SAMPLES = 480_000
+# The processor's feature extractor cuts clips at 30 s by default, as the session splits them.
+from .interface import MAX_CLIP_N_SAMPLES
+
 # Two stride-2 subsampling convolutions: one encoder frame (one audio token) per four mel hops.
 _MEL_HOPS_PER_FRAME = 4
 
@@ -45,7 +46,7 @@ class IncrementalAudioEncoder:
         # How far back a block's output reads its input: attention's past horizon, then the causal conv.
         self._block_reach_frames = max(0, config.attention_context_left - 1) + config.conv_kernel_size - 1
         self._causal_valid_mask = self._tower._build_causal_valid_mask()
-        self._samples = np.zeros(MAX_CLIP_SAMPLES, np.float32)
+        self._samples = np.zeros(MAX_CLIP_N_SAMPLES, np.float32)
         self._n_samples = 0
         self.n_tokens_emitted = 0
         # Each block's input for frames [_context_start_frame, n_tokens_emitted): the next left context.
@@ -54,7 +55,7 @@ class IncrementalAudioEncoder:
         self._first_row: mx.array | None = None
 
     def push(self, samples_16k: np.ndarray) -> mx.array:
-        n_new = min(len(samples_16k), MAX_CLIP_SAMPLES - self._n_samples)
+        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
         self._samples[self._n_samples : self._n_samples + n_new] = samples_16k[:n_new]
         self._n_samples += n_new
         n_final = min((self._n_samples - 1) // self._samples_per_frame, self._processor.audio_seq_length)

@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 
 ENGINE_SAMPLE_RATE_HZ = 16_000
+# Gemma 4 hears at most 30 s per audio clip (750 tokens of 40 ms); longer turns are split into clips.
+MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["end_of_turn", "max_tokens", "cancelled", "error"]

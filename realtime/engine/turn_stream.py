@@ -8,9 +8,16 @@ from typing import Any, Protocol
 import mlx.core as mx
 import numpy as np
 
-from .audio_stream import MAX_CLIP_SAMPLES, IncrementalAudioEncoder, expected_n_tokens
+from .audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from .conversation_cache import CacheSnapshot
-from .interface import ENGINE_SAMPLE_RATE_HZ, AudioPart, AudioTurnStart, GenerationRequest, Turn
+from .interface import (
+    ENGINE_SAMPLE_RATE_HZ,
+    MAX_CLIP_N_SAMPLES,
+    AudioPart,
+    AudioTurnStart,
+    GenerationRequest,
+    Turn,
+)
 from .loading import LoadedModel
 from .prefill import EmbeddingPiece
 from .prompt import Key, Prompt, PromptRenderer, Reply
@@ -42,7 +49,7 @@ class FrameAudioEncoder:
         self.n_tokens_emitted = 0
 
     def push(self, samples_16k: np.ndarray) -> mx.array:
-        n_new = min(len(samples_16k), MAX_CLIP_SAMPLES - self._n_samples)
+        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
         self._n_samples += n_new
         self._pending = np.concatenate([self._pending, np.asarray(samples_16k[:n_new], np.float32)])
         n_rows = len(self._pending) // self._samples_per_token
@@ -113,7 +120,7 @@ class TurnStream:
         self.audio_start = audio_start
         self._encoder = encoder
         self._dtype = dtype
-        self._heard = np.zeros(MAX_CLIP_SAMPLES, np.float32)
+        self._heard = np.zeros(MAX_CLIP_N_SAMPLES, np.float32)
         self._n_heard = 0
 
     @property
@@ -123,7 +130,7 @@ class TurnStream:
     def hear(self, samples_16k: np.ndarray) -> Iterator[EmbeddingPiece]:
         """The rows these samples make final, one encoder step per item."""
         for offset in range(0, len(samples_16k), _STEP_N_SAMPLES):
-            room = MAX_CLIP_SAMPLES - self._n_heard
+            room = MAX_CLIP_N_SAMPLES - self._n_heard
             step = samples_16k[offset : offset + min(_STEP_N_SAMPLES, room)]
             if not len(step):
                 return

@@ -81,7 +81,12 @@ class EngineWorker:
 
     def submit(self, request: GenerationRequest, sink: OutputSink) -> None:
         self._commands.put(
-            _Job(request.session_id, lambda stop: self.backend.generate(request, stop), sink, request.response_id)
+            _Job(
+                request.session_id,
+                lambda stop: self.backend.generate(request, stop),
+                sink,
+                request.response_id,
+            )
         )
 
     def begin_audio_turn(self, start: AudioTurnStart) -> None:
@@ -170,7 +175,11 @@ class EngineWorker:
             output = next(job.steps)
         except StopIteration:
             if job.sink is not None:
-                job.sink(GenerationDone(job.response_id or "", "error", Usage(), "the backend ended without a result"))
+                job.sink(
+                    GenerationDone(
+                        job.response_id or "", "error", Usage(), "the backend ended without a result"
+                    )
+                )
             return False
         except Exception as exc:  # noqa: BLE001 - a failed request must not take the thread down
             log.exception("engine work for session %s failed", job.session_id)
@@ -178,5 +187,8 @@ class EngineWorker:
                 job.sink(GenerationDone(job.response_id or "", "error", Usage(), str(exc)))
             return False
         if output is not None and job.sink is not None:
-            job.sink(output)
+            try:
+                job.sink(output)
+            except Exception:  # noqa: BLE001 - one session's transport must not stop the engine
+                log.exception("delivering engine output for session %s failed", job.session_id)
         return not isinstance(output, GenerationDone)

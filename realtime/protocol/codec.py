@@ -72,9 +72,7 @@ def decode_base64(value: str, *, param: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError(
-            "invalid_base64", f"`{param}` is not valid base64.", param=param
-        ) from None
+        raise ProtocolError("invalid_base64", f"`{param}` is not valid base64.", param=param) from None
 
 
 def encode_base64(data: bytes) -> str:
@@ -95,9 +93,7 @@ def _peek_event_id(raw: str | bytes) -> str | None:
     return event_id if isinstance(event_id, str) else None
 
 
-def _validation_error(
-    exc: msgspec.DecodeError, code: str, *, event_id: str | None
-) -> ProtocolError:
+def _validation_error(exc: msgspec.DecodeError, code: str, *, event_id: str | None) -> ProtocolError:
     message = str(exc)
     match = _PATH.search(message)
     param = match.group(1) or None if match else None
@@ -107,6 +103,4 @@ def _validation_error(
         param = f"{param}.{missing.group(1)}" if param else missing.group(1)
     elif message.startswith("Expected") and param is not None:
         code = "invalid_type"
-    return ProtocolError(
-        code, message[0].upper() + message[1:] + ".", param=param, event_id=event_id
-    )
+    return ProtocolError(code, message[0].upper() + message[1:] + ".", param=param, event_id=event_id)

@@ -47,32 +47,31 @@ class AudioInput:
         self._buffer = SampleBuffer()
         self._format = audio_format
         self._ingest = AudioIngest(audio_format)
-        self._turn_detection = turn_detection
+        self._vad_settings = _vad_settings(turn_detection)
         self._segmenter = self._new_segmenter()
         self.turn_start_sample: int | None = None
 
-    def reconfigure(self, audio_format: AudioFormat, turn_detection: TurnDetection | None) -> None:
+    def reconfigure(self, audio_format: AudioFormat, turn_detection: TurnDetection | None) -> bool:
+        """Apply new settings; True when the VAD restarted, which ends any turn in progress."""
         if audio_format != self._format:
+            # Samples are 16 kHz from here on either way: the buffer and a turn in progress carry on.
+            self._append_unheard(self._ingest.flush())
             self._format = audio_format
             self._ingest = AudioIngest(audio_format)
-        if turn_detection != self._turn_detection:
-            self._turn_detection = turn_detection
-            self._segmenter = self._new_segmenter()
-            self.turn_start_sample = None
+        vad_settings = _vad_settings(turn_detection)
+        if vad_settings == self._vad_settings:
+            return False
+        self._vad_settings = vad_settings
+        self._segmenter = self._new_segmenter()
+        self.turn_start_sample = None
+        return True
 
     def _new_segmenter(self) -> Segmenter | None:
-        detection = self._turn_detection
         # The segmenter counts from its own creation; remember where that was on the session's clock.
         self._n_samples_before_segmenter = self._buffer.end_sample
-        if detection is None:
+        if self._vad_settings is None:
             return None
-        settings = VadSettings(
-            threshold=detection.threshold,
-            prefix_padding_ms=detection.prefix_padding_ms,
-            silence_duration_ms=detection.effective_silence_ms,
-            idle_timeout_ms=detection.idle_timeout_ms,
-        )
-        return Segmenter(settings, self._detector_factory(detection.threshold))
+        return Segmenter(self._vad_settings, self._detector_factory(self._vad_settings.threshold))
 
     @property
     def end_sample(self) -> int:
@@ -84,17 +83,18 @@ class AudioInput:
         return len(self._buffer)
 
     def append(self, data: bytes) -> list[SegmentEvent]:
-        samples = self._ingest.push(data)
-        if (
-            self._segmenter is None
-            and len(self._buffer) + len(samples) > self._max_buffer_n_samples
-        ):
+        # Checked before decoding, so a refused chunk leaves no trace in the resampler either.
+        n_new_samples = (
+            len(data) // self._format.n_bytes_per_sample * ENGINE_SAMPLE_RATE_HZ // self._format.rate_hz
+        )
+        if self._segmenter is None and len(self._buffer) + n_new_samples > self._max_buffer_n_samples:
             raise ProtocolError(
                 "input_audio_buffer_full",
                 f"The input audio buffer holds at most {self._max_buffer_n_samples // ENGINE_SAMPLE_RATE_HZ} s "
                 "without turn detection; commit or clear it. This chunk was not added.",
                 param="audio",
             )
+        samples = self._ingest.push(data)
         self._buffer.append(samples)
         if self._segmenter is None:
             return []
@@ -127,7 +127,7 @@ class AudioInput:
 
     def take_all(self) -> np.ndarray:
         """Everything buffered (a manual commit); VAD starts afresh after it."""
-        self._buffer.append(self._ingest.flush())
+        self._append_unheard(self._ingest.flush())
         audio = self._buffer.slice(self._buffer.start_sample, self._buffer.end_sample)
         self._buffer.discard_before(self._buffer.end_sample)
         self._restart_segmenter()
@@ -137,11 +137,31 @@ class AudioInput:
         self._buffer.discard_before(self._buffer.end_sample)
         self._restart_segmenter()
 
+    def _append_unheard(self, samples: np.ndarray) -> None:
+        """Buffer samples the VAD does not hear (a resampler's tail), keeping both clocks in step."""
+        self._buffer.append(samples)
+        self._n_samples_before_segmenter += len(samples)
+
     def arm_idle_timeout(self) -> None:
         if self._segmenter is not None:
             self._segmenter.arm_idle_timeout()
+
+    def disarm_idle_timeout(self) -> None:
+        if self._segmenter is not None:
+            self._segmenter.disarm_idle_timeout()
 
     def _restart_segmenter(self) -> None:
         if self._segmenter is not None:
             self._segmenter.reset()
         self.turn_start_sample = None
+
+
+def _vad_settings(detection: TurnDetection | None) -> VadSettings | None:
+    if detection is None:
+        return None
+    return VadSettings(
+        threshold=detection.threshold,
+        prefix_padding_ms=detection.prefix_padding_ms,
+        silence_duration_ms=detection.effective_silence_ms,
+        idle_timeout_ms=detection.idle_timeout_ms,
+    )

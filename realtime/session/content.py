@@ -7,15 +7,12 @@ import numpy as np
 from ..audio.clip import split_clip
 from ..audio.formats import AudioFormat, pcm16_to_float32
 from ..audio.ingest import AudioIngest
-from ..engine.interface import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart, Part, TextPart, Turn
+from ..engine.interface import MAX_CLIP_N_SAMPLES, AudioPart, ImagePart, Part, TextPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
 from ..protocol.errors import ProtocolError
 from ..vision.images import DecodedImage, ImageError, ImageLimits, decode_image
 from .conversation import Content, Item
-
-# Gemma 4 hears at most 30 s per clip (750 tokens of 40 ms); longer audio is split, never cut.
-MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
 
 _PART_TYPES = {
     "user": {"input_text", "input_audio", "input_image"},

@@ -85,9 +85,7 @@ class Conversation:
         elif previous_item_id == ROOT:
             index = 0
         else:
-            index = (
-                self._index(previous_item_id, "previous_item_id", "previous_item_id_not_found") + 1
-            )
+            index = self._index(previous_item_id, "previous_item_id", "previous_item_id_not_found") + 1
         self._items.insert(index, item)
         return self._items[index - 1].id if index > 0 else None
 

@@ -58,12 +58,8 @@ class Response:
         """Up to the first delta. conversation.item.added sits between output_item.added and the part."""
         self.item.status = "in_progress"
         return [
-            se.ResponseOutputItemAdded(
-                response_id=self.id, output_index=0, item=self.item.to_wire()
-            ),
-            se.ResponseContentPartAdded(
-                **self._part_ids(), part=se.ContentPartOut(type="text", text="")
-            ),  # type: ignore[arg-type]
+            se.ResponseOutputItemAdded(response_id=self.id, output_index=0, item=self.item.to_wire()),
+            se.ResponseContentPartAdded(**self._part_ids(), part=se.ContentPartOut(type="text", text="")),  # type: ignore[arg-type]
         ]
 
     def delta_event(self, text: str) -> se.ResponseOutputTextDelta:
@@ -79,17 +75,13 @@ class Response:
         events: list[se.ServerEvent] = [
             se.ResponseOutputTextDone(**self._part_ids(), text=self.text),  # type: ignore[arg-type]
             se.ResponseContentPartDone(**self._part_ids(), part=text_part),  # type: ignore[arg-type]
-            se.ResponseOutputItemDone(
-                response_id=self.id, output_index=0, item=self.item.to_wire()
-            ),
+            se.ResponseOutputItemDone(response_id=self.id, output_index=0, item=self.item.to_wire()),
         ]
         return events, self.to_wire(status, self._status_details(status, done), done.usage)
 
     def _status_details(self, status: str, done: GenerationDone) -> se.StatusDetails | None:
         if status == "cancelled":
-            return se.StatusDetails(
-                type="cancelled", reason=self.cancel_reason or "client_cancelled"
-            )
+            return se.StatusDetails(type="cancelled", reason=self.cancel_reason or "client_cancelled")
         if status == "incomplete":
             return se.StatusDetails(type="incomplete", reason="max_output_tokens")
         if status == "failed":

@@ -182,12 +182,24 @@ class Session:
         response = self._response
         if response is None or output.response_id != response.id:
             return
-        if isinstance(output, TextDelta):
-            # Empty deltas are the engine's heartbeats between prefill chunks; nothing to send.
-            if output.text:
-                self._emit(response.delta_event(output.text))
-        elif isinstance(output, GenerationDone):
-            self._finish_response(response, output)
+        try:
+            if isinstance(output, TextDelta):
+                # Empty deltas are the engine's heartbeats between prefill chunks; nothing to send.
+                if output.text:
+                    self._emit(response.delta_event(output.text))
+            elif isinstance(output, GenerationDone):
+                self._finish_response(response, output)
+        except Exception:  # noqa: BLE001 - a bug here must not end the session
+            log.exception("session %s failed to handle an engine output", self.id)
+            if isinstance(output, GenerationDone):
+                self._response = None
+            self._emit_error(
+                ProtocolError(
+                    "internal_error",
+                    "The server failed to handle the engine's output.",
+                    error_type="server_error",
+                )
+            )
 
     def close(self) -> None:
         """The connection is gone: stop any generation still running for it."""
@@ -202,17 +214,11 @@ class Session:
     # Session ------------------------------------------------------------------------------------
 
     def _on_session_update(self, event: ce.SessionUpdate) -> None:
-        settings = self.settings.patched(event.session)
-        audio_changed = (settings.turn_detection, settings.input_format) != (
-            self.settings.turn_detection,
-            self.settings.input_format,
-        )
-        if audio_changed:
-            # The VAD starts afresh: a turn in progress is gone.
+        self.settings = self.settings.patched(event.session)
+        if self._audio.reconfigure(self.settings.input_format, self.settings.turn_detection):
+            # The VAD itself changed and starts afresh: a turn in progress is gone.
             self._end_stream(abandon=True)
             self._speech_item_id = None
-        self.settings = settings
-        self._audio.reconfigure(self.settings.input_format, self.settings.turn_detection)
         self._frames.reconfigure(
             max(1, self.settings.frames_max_per_turn), self.settings.frames_min_interval_ms
         )
@@ -239,6 +245,8 @@ class Session:
         detection = self.settings.turn_detection
         if self._response is not None and detection is not None and detection.interrupt_response:
             self._cancel_response("turn_detected")
+            # The user talks on: the next stop asks for one response covering everything said.
+            self._response_queued = False
         self._begin_stream()
 
     def _on_speech_stopped(self, stopped: SpeechStopped) -> None:
@@ -304,7 +312,12 @@ class Session:
 
     def _begin_stream(self) -> None:
         # Not while an answer is still being written: the conversation the turn follows is not final yet.
-        if not self._stream_turns or self._streaming or self._response is not None or not self._speech_item_id:
+        if (
+            not self._stream_turns
+            or self._streaming
+            or self._response is not None
+            or not self._speech_item_id
+        ):
             return
         images = self._turn_images()
         start = AudioTurnStart(
@@ -449,6 +462,7 @@ class Session:
             use_session_cache=in_conversation,
         )
         self._response = response
+        self._audio.disarm_idle_timeout()
         self._emit(se.ResponseCreated(response=response.to_wire("in_progress")))
         added, part_added = response.opening_events()
         self._emit(added)
@@ -488,11 +502,12 @@ class Session:
             self._emit(se.ConversationItemDone(previous_item_id=previous, item=response.item.to_wire()))
         self._emit(se.ResponseDone(response=wire))
         self._response = None
-        self._audio.arm_idle_timeout()
         if self._response_queued:
             self._response_queued = False
             self._start_response(ce.ResponseSpec())
         else:
+            # OpenAI counts the idle timeout from the end of the answer, not from the end of speech.
+            self._audio.arm_idle_timeout()
             self._begin_stream()
 
     # Output -------------------------------------------------------------------------------------

@@ -159,9 +159,7 @@ class SessionSettings:
             try:
                 changes["input_format"] = AudioFormat.from_session(format_spec)
             except ValueError as exc:
-                raise ProtocolError(
-                    "invalid_value", str(exc), param="session.audio.input.format"
-                ) from None
+                raise ProtocolError("invalid_value", str(exc), param="session.audio.input.format") from None
         if turn_spec is None:
             changes["turn_detection"] = None
         elif turn_spec is not UNSET:
@@ -183,9 +181,7 @@ class SessionSettings:
                     "format": self.input_format.to_session(),
                     "transcription": None,
                     "noise_reduction": None,
-                    "turn_detection": self.turn_detection.to_wire()
-                    if self.turn_detection
-                    else None,
+                    "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
             },
             "tools": [],
@@ -206,9 +202,7 @@ def parse_max_output_tokens(value: int | str, param: str) -> int:
     return value
 
 
-def _check_range(
-    name: str, value: float, low: float, high: float, *, param: str | None = None
-) -> None:
+def _check_range(name: str, value: float, low: float, high: float, *, param: str | None = None) -> None:
     if not low <= value <= high:
         raise ProtocolError(
             "invalid_value",

@@ -435,3 +435,49 @@ def test_without_streaming_prefill_the_engine_hears_the_turn_only_at_commit():
     session.receive_message(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(500), silence(600)]))}))
     _, commands = session.drain()
     assert [type(c) for c in commands] == [StartGeneration]
+
+
+def test_idle_timeout_waits_while_an_answer_is_generating():
+    session = make_session()
+    drive(session, {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "idle_timeout_ms": 1000}}}}})
+    _, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(500), silence(600)]))})
+    assert generations(commands)
+    events, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(1500))})
+    assert "input_audio_buffer.timeout_triggered" not in types(events) and not generations(commands)
+
+
+def test_speech_during_a_cancelling_answer_drops_the_queued_response():
+    session = make_session()
+    _, commands = drive(session, user_text("hi"), {"type": "response.create"})
+    first = commands[0].request.response_id
+    drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(400), silence(600)]))})
+    drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(300))})
+    session.receive_engine_output(GenerationDone(first, "cancelled", Usage()))
+    events, commands = drain(session)
+    # The user is still talking: no answer starts over them.
+    assert "response.created" not in types(events) and not generations(commands)
+    events, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(600))})
+    assert "response.created" in types(events)
+    assert [t.role for t in generations(commands)[0].request.turns] == ["user", "assistant", "user", "user"]
+
+
+def test_changing_only_response_options_mid_speech_keeps_the_turn():
+    session = make_session()
+    events, _ = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([silence(400), tone(600)]))})
+    assert types(events) == ["input_audio_buffer.speech_started"]
+    drive(session, {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "interrupt_response": False}}}}})
+    events, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(300), silence(600)]))})
+    assert types(events)[:2] == ["input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
+    (part,) = generations(commands)[0].request.turns[-1].parts
+    assert len(part.samples) == (900 + 500 + 300) * 16
+
+
+def test_manual_commits_with_vad_on_keep_the_vad_clock_in_step():
+    session = make_session()
+    for _ in range(5):
+        drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(silence(200))}, {"type": "input_audio_buffer.commit"})
+    events, _ = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([silence(500), tone(800), silence(700)]))})
+    started, stopped = events[0], events[1]
+    # Each flush may round the resampler's output up by a few samples; a lost tail would be ~16 ms each.
+    assert abs(started["audio_start_ms"] - (1000 + 500 - 300)) <= 5
+    assert abs(stopped["audio_end_ms"] - (1000 + 1300)) <= 5
