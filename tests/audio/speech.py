@@ -56,6 +56,13 @@ def synthesize(text: str) -> SpeechClip:
     return SpeechClip(_trim(samples, rate_hz), rate_hz)
 
 
+def spoken_sentences(rate_hz: int, n_samples: int) -> np.ndarray:
+    """All SENTENCES spoken in a row as float32 at rate_hz, repeated to exactly n_samples."""
+    spoken = synthesize(" ".join(SENTENCES))
+    samples = soxr.resample(spoken.samples, spoken.rate_hz, rate_hz).astype(np.float32)
+    return np.tile(samples, -(-n_samples // len(samples)))[:n_samples]
+
+
 def _window_power(samples: np.ndarray, rate_hz: int) -> np.ndarray:
     window_n_samples = rate_hz * WINDOW_MS // 1000
     n_windows = len(samples) // window_n_samples

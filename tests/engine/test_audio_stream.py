@@ -3,13 +3,12 @@
 import mlx.core as mx
 import numpy as np
 import pytest
-import soxr
 
 from realtime.engine.audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from realtime.engine.demo_model import build_demo_model
 from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
 from realtime.engine.loading import load_model
-from tests.audio.speech import SENTENCES, synthesize
+from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.slow
@@ -40,9 +39,7 @@ def loaded(tmp_path_factory):
 @pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     require_tool("espeak-ng")
-    spoken = synthesize(" ".join(SENTENCES))
-    samples = soxr.resample(spoken.samples, spoken.rate_hz, ENGINE_SAMPLE_RATE_HZ).astype(np.float32)
-    return np.tile(samples, -(-max(CLIP_N_SAMPLES) // len(samples)))
+    return spoken_sentences(ENGINE_SAMPLE_RATE_HZ, max(CLIP_N_SAMPLES))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ import threading
 import mlx.core as mx
 import numpy as np
 import pytest
-import soxr
 from PIL import Image
 
 from realtime.engine.demo_model import ensure_demo_model
@@ -24,7 +23,7 @@ from realtime.engine.interface import (
 from realtime.engine.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.worker import EngineWorker
-from tests.audio.speech import SENTENCES, synthesize
+from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.slow
@@ -59,9 +58,7 @@ def backends():
 def speech() -> np.ndarray:
     """10 s of espeak-ng speech at 16 kHz: 251 audio tokens, well past the demo model's 128-token window."""
     require_tool("espeak-ng")
-    spoken = synthesize(" ".join(SENTENCES))
-    samples = soxr.resample(spoken.samples, spoken.rate_hz, ENGINE_SAMPLE_RATE_HZ).astype(np.float32)
-    return np.tile(samples, -(-SPEECH_N_SAMPLES // len(samples)))[:SPEECH_N_SAMPLES]
+    return spoken_sentences(ENGINE_SAMPLE_RATE_HZ, SPEECH_N_SAMPLES)
 
 
 @pytest.fixture(scope="module")
