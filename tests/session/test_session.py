@@ -481,3 +481,18 @@ def test_manual_commits_with_vad_on_keep_the_vad_clock_in_step():
     # Each flush may round the resampler's output up by a few samples; a lost tail would be ~16 ms each.
     assert abs(started["audio_start_ms"] - (1000 + 500 - 300)) <= 5
     assert abs(stopped["audio_end_ms"] - (1000 + 1300)) <= 5
+
+
+def test_truncate_acknowledges_assistant_text_and_refuses_user_items():
+    session = make_session()
+    _, commands = drive(session, user_text("hi"), {"type": "response.create"})
+    run_engine(session, commands)
+    assistant_id = commands[0].request.output_item_id
+    user_id = commands[0].request.turns[0].item_id
+    events, _ = drive(session, {"type": "conversation.item.truncate", "item_id": assistant_id, "content_index": 0, "audio_end_ms": 1500})
+    assert types(events) == ["conversation.item.truncated"] and events[0]["audio_end_ms"] == 1500
+    assert session.conversation.find(assistant_id).content[0].text == "text:hi"
+    events, _ = drive(session, {"type": "conversation.item.truncate", "item_id": user_id, "content_index": 0, "audio_end_ms": 0})
+    assert events[0]["error"]["code"] == "invalid_value"
+    events, _ = drive(session, {"type": "conversation.item.truncate", "item_id": "gone", "content_index": 0, "audio_end_ms": 0})
+    assert events[0]["error"]["code"] == "item_truncate_invalid_item_id"
