@@ -217,8 +217,7 @@ class Session:
         self.settings = self.settings.patched(event.session)
         if self._audio.reconfigure(self.settings.input_format, self.settings.turn_detection):
             # The VAD itself changed and starts afresh: a turn in progress is gone.
-            self._end_stream(abandon=True)
-            self._speech_item_id = None
+            self._drop_open_turn()
         self._frames.reconfigure(
             max(1, self.settings.frames_max_per_turn), self.settings.frames_min_interval_ms
         )
@@ -284,11 +283,15 @@ class Session:
         self._commit_audio(item_id, self._audio.take_all(), self._turn_images())
 
     def _on_audio_clear(self, event: ce.InputAudioBufferClear) -> None:
-        self._end_stream(abandon=True)
         self._audio.clear()
-        self._frames.unmark()
-        self._speech_item_id = None
+        self._drop_open_turn()
         self._emit(se.InputAudioBufferCleared())
+
+    def _drop_open_turn(self) -> None:
+        """Forget a turn that will not be committed: its stream, its item id, its frozen frames."""
+        self._end_stream(abandon=True)
+        self._speech_item_id = None
+        self._frames.unmark()
 
     def _turn_images(self) -> list[DecodedImage]:
         """The frames that join the open turn: those current at speech start, else the latest."""

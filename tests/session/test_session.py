@@ -496,3 +496,15 @@ def test_truncate_acknowledges_assistant_text_and_refuses_user_items():
     assert events[0]["error"]["code"] == "invalid_value"
     events, _ = drive(session, {"type": "conversation.item.truncate", "item_id": "gone", "content_index": 0, "audio_end_ms": 0})
     assert events[0]["error"]["code"] == "item_truncate_invalid_item_id"
+
+
+def test_a_vad_change_mid_speech_lets_new_frames_in_again():
+    session = make_session()
+    session.receive_message(json.dumps({"type": "input_image_buffer.append", "image": png_data_uri((200, 0, 0))}), now_ms=100)
+    session.receive_message(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(500))}), now_ms=600)
+    session.receive_message(json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": {"type": "server_vad", "threshold": 0.8}}}}}), now_ms=700)
+    session.receive_message(json.dumps({"type": "input_image_buffer.append", "image": png_data_uri((0, 0, 200))}), now_ms=800)
+    session.receive_message(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(np.concatenate([tone(500), silence(700)]))}), now_ms=2000)
+    _, commands = drain(session)
+    image_part, _ = generations(commands)[0].request.turns[-1].parts
+    assert image_part.image.getpixel((0, 0)) == (0, 0, 200)
