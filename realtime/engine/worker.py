@@ -174,21 +174,23 @@ class EngineWorker:
                 job.steps = job.start(lambda: job.cancelled)
             output = next(job.steps)
         except StopIteration:
-            if job.sink is not None:
-                job.sink(
-                    GenerationDone(
-                        job.response_id or "", "error", Usage(), "the backend ended without a result"
-                    )
-                )
+            self._fail(job, "the backend ended without a result")
             return False
         except Exception as exc:  # noqa: BLE001 - a failed request must not take the thread down
             log.exception("engine work for session %s failed", job.session_id)
-            if job.sink is not None:
-                job.sink(GenerationDone(job.response_id or "", "error", Usage(), str(exc)))
+            self._fail(job, str(exc))
             return False
-        if output is not None and job.sink is not None:
-            try:
-                job.sink(output)
-            except Exception:  # noqa: BLE001 - one session's transport must not stop the engine
-                log.exception("delivering engine output for session %s failed", job.session_id)
+        if output is not None:
+            self._deliver(job, output)
         return not isinstance(output, GenerationDone)
+
+    def _fail(self, job: _Job, message: str) -> None:
+        self._deliver(job, GenerationDone(job.response_id or "", "error", Usage(), message))
+
+    def _deliver(self, job: _Job, output: EngineOutput) -> None:
+        if job.sink is None:
+            return
+        try:
+            job.sink(output)
+        except Exception:  # noqa: BLE001 - one session's transport must not stop the engine
+            log.exception("delivering engine output for session %s failed", job.session_id)
