@@ -21,7 +21,9 @@ import numpy as np  # noqa: E402
 from mlx_vlm.generate import stream_generate  # noqa: E402
 
 from realtime.engine.demo_model import ensure_demo_model  # noqa: E402
-from realtime.engine.interface import (  # noqa: E402
+from realtime.engine.loading import LoadedModel, load_model  # noqa: E402
+from realtime.engine.mlx_backend import MlxBackend  # noqa: E402
+from realtime.engine.port import (  # noqa: E402
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
     GenerationDone,
@@ -29,8 +31,6 @@ from realtime.engine.interface import (  # noqa: E402
     TextPart,
     Turn,
 )
-from realtime.engine.loading import LoadedModel, load_model  # noqa: E402
-from realtime.engine.mlx_backend import MlxBackend  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPEATS = 3

@@ -177,4 +177,4 @@ async def _run(server: RealtimeServer) -> None:
         await stop.wait()
         log.info("shutting down")
     # The engine stops while the loop still runs, so no output is sent to a closed loop.
-    await asyncio.to_thread(server.worker.stop)
+    await asyncio.to_thread(server.engine.stop)

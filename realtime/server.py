@@ -20,19 +20,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from .engine.interface import EngineOutput
-from .engine.worker import EngineWorker
+from .engine.port import Engine, EngineCommand, EngineOutput, OutputSink
 from .protocol.codec import encode_server_event
 from .protocol.ids import IdFactory
-from .session.session import (
-    AbandonAudioTurn,
-    AppendAudioTurn,
-    BeginAudioTurn,
-    CancelGeneration,
-    Session,
-    SessionLimits,
-    StartGeneration,
-)
+from .session.session import Session, SessionLimits
 from .session.settings import SessionSettings
 
 log = logging.getLogger(__name__)
@@ -61,9 +52,9 @@ _CLOSED = object()
 
 
 class RealtimeServer:
-    def __init__(self, config: ServerConfig, worker: EngineWorker) -> None:
+    def __init__(self, config: ServerConfig, engine: Engine) -> None:
         self.config = config
-        self.worker = worker
+        self.engine = engine
         self._ids = IdFactory()
         self._sessions: set[str] = set()
         self._started_at = time.monotonic()
@@ -98,9 +89,14 @@ class RealtimeServer:
         return self._static(path)
 
     def health(self) -> dict[str, object]:
+        engine = self.engine.health()
+        status = "ok" if engine.alive else ("failed" if engine.loaded else "loading")
         return {
-            "status": "ok" if self.worker.loaded else "loading",
-            "model_loaded": self.worker.loaded,
+            "status": status,
+            "model_loaded": engine.loaded,
+            "engine_alive": engine.alive,
+            "model": engine.model,
+            "detail": engine.detail,
             "sessions": len(self._sessions),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
         }
@@ -173,7 +169,6 @@ class RealtimeServer:
             session.close()
             _, commands = session.drain()
             self._dispatch(commands, engine_sink)
-            self.worker.drop_session(session.id)
             self._sessions.discard(session.id)
             log.info("session %s closed", session.id)
 
@@ -183,18 +178,9 @@ class RealtimeServer:
         for event in events:
             await connection.send(encode_server_event(event, beta_names=beta_names))
 
-    def _dispatch(self, commands, sink) -> None:
+    def _dispatch(self, commands: list[EngineCommand], sink: OutputSink) -> None:
         for command in commands:
-            if isinstance(command, StartGeneration):
-                self.worker.submit(command.request, sink)
-            elif isinstance(command, CancelGeneration):
-                self.worker.cancel(command.response_id)
-            elif isinstance(command, BeginAudioTurn):
-                self.worker.begin_audio_turn(command.start)
-            elif isinstance(command, AppendAudioTurn):
-                self.worker.append_audio_turn(command.session_id, command.samples)
-            elif isinstance(command, AbandonAudioTurn):
-                self.worker.abandon_audio_turn(command.session_id)
+            self.engine.send(command, sink)
 
 
 async def _read_into(connection: ServerConnection, inbox: asyncio.Queue[object]) -> None:

@@ -15,8 +15,8 @@ from openai import OpenAI
 from PIL import Image
 
 from realtime.engine.demo_model import ensure_demo_model
-from realtime.engine.interface import ImagePart
 from realtime.engine.mlx_backend import MlxBackend
+from realtime.engine.port import ImagePart
 from tests.conftest import (
     data_uri,
     pcm16_b64,

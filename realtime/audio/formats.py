@@ -9,7 +9,7 @@ import numpy as np
 
 from realtime.audio import g711
 from realtime.audio.resample import resample_clip
-from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
+from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 
 AudioKind = Literal["audio/pcm", "audio/pcmu", "audio/pcma"]
 PCM_RATES_HZ = (8000, 16000, 24000, 44100, 48000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import soxr
 
-from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
+from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 
 # "HQ" (libsoxr's 20-bit recipe) is already beyond int16 precision, and it holds back half as much
 # audio as "VHQ": ~21 ms instead of ~42 ms at 24 kHz -> 16 kHz (measured), which VAD latency feels.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from realtime.audio.vad import SpeechDetector
-from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
+from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 
 _N_SAMPLES_PER_MS = ENGINE_SAMPLE_RATE_HZ // 1000
 

@@ -7,7 +7,7 @@ from typing import Protocol
 import numpy as np
 import webrtcvad
 
-from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
+from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 
 
 class SpeechDetector(Protocol):

@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 
 # The processor's feature extractor cuts clips at 30 s by default, as the session splits them.
-from .interface import MAX_CLIP_N_SAMPLES
+from .port import MAX_CLIP_N_SAMPLES
 
 # Two stride-2 subsampling convolutions: one encoder frame (one audio token) per four mel hops.
 _MEL_HOPS_PER_FRAME = 4

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .interface import (
+from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
     AudioTurnStart,
@@ -43,6 +43,7 @@ class FakeBackend:
     """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart."""
 
     reply: Callable[[GenerationRequest], str] = describe_request
+    name: str = "fake"
     seconds_per_token: float = 0.0
     requests: list[GenerationRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)

@@ -8,7 +8,7 @@ import mlx.core as mx
 import numpy as np
 
 from .audio_stream import expected_n_tokens
-from .interface import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart
+from .port import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart
 
 MediaPart = AudioPart | ImagePart
 

@@ -14,7 +14,9 @@ from PIL import Image
 
 from .conversation_cache import CacheSnapshot, ConversationCache
 from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
-from .interface import (
+from .loading import LoadedModel, load_model
+from .media import MediaEncoder
+from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
     AudioTurnStart,
@@ -28,8 +30,6 @@ from .interface import (
     Turn,
     Usage,
 )
-from .loading import LoadedModel, load_model
-from .media import MediaEncoder
 from .prefill import EmbeddingPiece, Piece, Prefiller, TokenPiece, split_into_chunks
 from .prompt import ChatTokens, Key, Prompt, PromptRenderer, Reply
 from .sampling import Sampler, suppression_mask
@@ -39,9 +39,8 @@ DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
-# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields, so the
-# worker can step the next session; the interface's outputs are TextDelta or GenerationDone, so "no text
-# yet" is an empty TextDelta. Streamed-turn work yields None: a Step is either.
+# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
+# the worker can step the next session.
 Step = TextDelta | None
 
 
@@ -82,7 +81,7 @@ class _Answer:
 
 
 class MlxBackend:
-    """Implements interface.Backend. Cheap to construct; `load()` (on the engine thread) does the work.
+    """Implements worker.Backend. Cheap to construct; `load()` (on the engine thread) does the work.
 
     Cancellation policy: a cancelled answer stays in the cache as what was said, up to its last token,
     so when the session keeps the truncated assistant item the next turn extends the cache without trimming.
@@ -96,6 +95,7 @@ class MlxBackend:
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
     ) -> None:
         self._source = model
+        self.name = model.path.name if isinstance(model, LoadedModel) else Path(model).name
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._max_output_tokens = max_output_tokens
         self._sessions: dict[str, _Session] = {}
@@ -118,7 +118,9 @@ class MlxBackend:
         self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
 
-    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
+    def generate(
+        self, request: GenerationRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput | None]:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
@@ -132,8 +134,7 @@ class MlxBackend:
         try:
             n_cached = None
             if in_session and session.stream is not None:
-                step = TextDelta(request.response_id, "")
-                n_cached = yield from self._finish_stream(session, request, prompt, step, should_stop)
+                n_cached = yield from self._finish_stream(session, request, prompt, should_stop)
             done = yield from self._answer(request, prompt, cache, answer, should_stop, n_cached)
         except Exception:
             # A forward that failed halfway may have written layers past the recorded keys.
@@ -162,8 +163,8 @@ class MlxBackend:
         )
         with self._streamed_work(session):
             self._reuse_prefix(session.cache, opening)
-            pieces = yield from self._uncached_pieces(None, opening, len(session.cache), _never)
-            yield from self._prefill_chunks(session.cache, pieces or [], None, _never)
+            pieces = yield from self._uncached_pieces(opening, len(session.cache), _never)
+            yield from self._prefill_chunks(session.cache, pieces or [], _never)
 
     def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
         session = self._sessions.get(session_id)
@@ -173,7 +174,7 @@ class MlxBackend:
         with self._streamed_work(session):
             # One step encodes a slice of audio and prefills the rows it made final.
             for rows in session.stream.hear(samples):
-                yield from self._prefill_chunks(session.cache, [rows], None, _never)
+                yield from self._prefill_chunks(session.cache, [rows], _never)
 
     def abandon_audio_turn(self, session_id: str) -> None:
         session = self._sessions.get(session_id)
@@ -218,9 +219,8 @@ class MlxBackend:
         session: _Session,
         request: GenerationRequest,
         prompt: Prompt,
-        step: TextDelta,
         should_stop: Callable[[], bool],
-    ) -> Generator[TextDelta, None, int | None]:
+    ) -> Generator[None, None, int | None]:
         """Completes the streamed turn if the request continues it, else rolls the cache back to before it.
 
         Returns how many of the prompt's tokens the cache held on arrival when the turn was continued.
@@ -235,18 +235,18 @@ class MlxBackend:
         n_tokens = self._media.count_tokens(part)
         if stream.n_rows != n_tokens:
             raise ValueError(f"audio {part.key}: {stream.n_rows} streamed rows for {n_tokens} tokens")
-        yield step
-        yield from self._prefill_chunks(session.cache, [rest], step, should_stop)
+        yield None
+        yield from self._prefill_chunks(session.cache, [rest], should_stop)
         return n_cached
 
     def _prefill_chunks(
-        self, cache: ConversationCache, pieces: list[Piece], step: Step, should_stop: Callable[[], bool]
-    ) -> Generator[Step, None, None]:
+        self, cache: ConversationCache, pieces: list[Piece], should_stop: Callable[[], bool]
+    ) -> Generator[None, None, None]:
         for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
             if should_stop():
                 return
             self._prefiller.forward(cache, chunk)
-            yield step
+            yield None
 
     def _answer(
         self,
@@ -256,11 +256,11 @@ class MlxBackend:
         answer: _Answer,
         should_stop: Callable[[], bool],
         n_cached_on_arrival: int | None,
-    ) -> Generator[TextDelta, None, GenerationDone]:
+    ) -> Generator[Step, None, GenerationDone]:
         n_cached = self._reuse_prefix(cache, prompt)
         # A streamed turn's audio counts as cached: it was prefilled before the request, while spoken.
         usage = _input_usage(prompt, n_cached if n_cached_on_arrival is None else n_cached_on_arrival)
-        logits = yield from self._prefill_prompt(request.response_id, prompt, cache, should_stop)
+        logits = yield from self._prefill_prompt(prompt, cache, should_stop)
         reason: StopReason = "cancelled"
         if logits is not None:
             reason = yield from self._decode(request, logits, cache, answer, should_stop)
@@ -275,9 +275,9 @@ class MlxBackend:
         return len(cache)
 
     def _prefill_prompt(
-        self, response_id: str, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
-    ) -> Generator[TextDelta, None, mx.array | None]:
-        pieces = yield from self._uncached_pieces(TextDelta(response_id, ""), prompt, len(cache), should_stop)
+        self, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
+    ) -> Generator[None, None, mx.array | None]:
+        pieces = yield from self._uncached_pieces(prompt, len(cache), should_stop)
         if pieces is None:
             return None
         chunks, image_blocks = self._prompt_chunks(pieces)
@@ -286,12 +286,12 @@ class MlxBackend:
                 return None
             logits = self._prefiller.forward(cache, chunk, image_blocks)
             if i < len(chunks) - 1:
-                yield TextDelta(response_id, "")
+                yield None
         return logits
 
     def _uncached_pieces(
-        self, step: Step, prompt: Prompt, position: int, should_stop: Callable[[], bool]
-    ) -> Generator[Step, None, list[Piece] | None]:
+        self, prompt: Prompt, position: int, should_stop: Callable[[], bool]
+    ) -> Generator[None, None, list[Piece] | None]:
         """The prompt from `position` on; each media item it reaches is encoded as one unit of work."""
         pieces: list[Piece] = []
         for span in prompt.media:
@@ -301,7 +301,7 @@ class MlxBackend:
             if should_stop():
                 return None
             rows = self._media.embed(span.part)
-            yield step
+            yield None
             start = max(span.start, position)
             pieces.append(TokenPiece(prompt.ids[position:start]))
             kind = "audio" if isinstance(span.part, AudioPart) else "image"
@@ -330,7 +330,7 @@ class MlxBackend:
         cache: ConversationCache,
         answer: _Answer,
         should_stop: Callable[[], bool],
-    ) -> Generator[TextDelta, None, StopReason]:
+    ) -> Generator[Step, None, StopReason]:
         sampler = Sampler(request.sampling, self._suppressed)
         limit = request.max_output_tokens or self._max_output_tokens
         token = sampler(logits)
@@ -354,9 +354,11 @@ class MlxBackend:
                 return "end_of_turn"
             delta = answer.add(token_id)
             if last:
-                yield TextDelta(request.response_id, delta + answer.flush())
+                text = delta + answer.flush()
+                if text:
+                    yield TextDelta(request.response_id, text)
                 return "max_tokens"
-            yield TextDelta(request.response_id, delta)
+            yield TextDelta(request.response_id, delta) if delta else None
             token = next_token
 
     def _session(self, session_id: str) -> _Session:

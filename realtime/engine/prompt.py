@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .interface import AudioPart, ImagePart, Part, TextPart, Turn
+from .port import AudioPart, ImagePart, Part, TextPart, Turn
 
 # What the KV cache compares: a token id, or (media key, index) for a media soft token, whose
 # placeholder id says nothing about the content behind it.

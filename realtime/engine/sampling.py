@@ -9,7 +9,7 @@ import mlx.core as mx
 import numpy as np
 from mlx_vlm.sample_utils import apply_top_p
 
-from .interface import SamplingSettings
+from .port import SamplingSettings
 
 # mlx-vlm clamps small positive temperatures the same way.
 _MIN_TEMPERATURE = 0.01

@@ -10,7 +10,8 @@ import numpy as np
 
 from .audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from .conversation_cache import CacheSnapshot
-from .interface import (
+from .loading import LoadedModel
+from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     MAX_CLIP_N_SAMPLES,
     AudioPart,
@@ -18,7 +19,6 @@ from .interface import (
     GenerationRequest,
     Turn,
 )
-from .loading import LoadedModel
 from .prefill import EmbeddingPiece
 from .prompt import Key, Prompt, PromptRenderer, Reply
 

@@ -1,4 +1,4 @@
-"""The engine thread: every MLX call in the process happens here, one step of one session at a time."""
+"""The local engine: one thread owns the model backend; every MLX call in the process happens there."""
 
 from __future__ import annotations
 
@@ -8,15 +8,60 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from .interface import AudioTurnStart, Backend, EngineOutput, GenerationDone, GenerationRequest, Usage
+from .port import (
+    AbandonAudioTurn,
+    AppendAudioTurn,
+    AudioTurnStart,
+    BeginAudioTurn,
+    CancelGeneration,
+    CloseSession,
+    EngineCommand,
+    EngineHealth,
+    EngineOutput,
+    GenerationDone,
+    GenerationRequest,
+    OutputSink,
+    StartGeneration,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
-OutputSink = Callable[[EngineOutput], None]
 ShouldStop = Callable[[], bool]
+# A unit of work that produced nothing to deliver (a prefill chunk, a hidden token) yields None.
+BackendStep = EngineOutput | None
+
+
+class Backend(Protocol):
+    """A model behind the engine thread. Every method is called on that one thread only."""
+
+    name: str
+
+    def load(self) -> None:
+        """Load weights and warm up every modality once."""
+
+    def generate(self, request: GenerationRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
+        """Yield after each unit of work (a prefill chunk or one token), so the worker can interleave
+        sessions. Yields TextDelta or None, and ends with exactly one GenerationDone; checks should_stop()
+        before every unit and then ends with stop_reason "cancelled"."""
+
+    def drop_session(self, session_id: str) -> None:
+        """Free the session's conversation cache."""
+
+    def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
+        """Start a streamed turn; one yield per unit of work. A later generate() whose last turn is this
+        one (same item id, images and audio key) reuses everything prefilled for it; any other request
+        first rolls the cache back to where it stood before the turn."""
+
+    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
+        """More of the streamed turn's audio (16 kHz float32, following what came before)."""
+
+    def abandon_audio_turn(self, session_id: str) -> None:
+        """The streamed turn will not be committed: return the cache exactly to its state before it."""
 
 
 @dataclass
@@ -24,11 +69,11 @@ class _Job:
     """One piece of a session's work: a generation, or a step of streaming prefill."""
 
     session_id: str
-    start: Callable[[ShouldStop], Iterator[EngineOutput | None]]
+    start: Callable[[ShouldStop], Iterator[BackendStep]]
     sink: OutputSink | None = None
     response_id: str | None = None
     cancelled: bool = False
-    steps: Iterator[EngineOutput | None] | None = None
+    steps: Iterator[BackendStep] | None = None
 
     def close(self) -> None:
         if self.steps is not None:
@@ -36,26 +81,17 @@ class _Job:
 
 
 @dataclass(frozen=True)
-class _Cancel:
-    response_id: str
-
-
-@dataclass(frozen=True)
-class _DropSession:
-    session_id: str
-
-
-@dataclass(frozen=True)
 class _Stop:
     pass
 
 
-_Command = _Job | _Cancel | _DropSession | _Stop
+_Command = _Job | CancelGeneration | CloseSession | _Stop
 
 
 @dataclass
 class EngineWorker:
-    """Owns the backend on one thread (MLX streams are thread-local since MLX 0.31).
+    """The local engine (implements port.Engine): owns the backend on one thread, as MLX streams are
+    thread-local since MLX 0.31.
 
     Each session's jobs run in order; sessions take turns one step at a time, so one long prefill or
     answer cannot starve another session's first token. Sinks are called on the engine thread; the
@@ -79,34 +115,42 @@ class EngineWorker:
         if self._load_error is not None:
             raise RuntimeError(f"the engine failed to load: {self._load_error}") from self._load_error
 
-    def submit(self, request: GenerationRequest, sink: OutputSink) -> None:
-        self._commands.put(
-            _Job(
-                request.session_id,
-                lambda stop: self.backend.generate(request, stop),
-                sink,
-                request.response_id,
-            )
-        )
+    def send(self, command: EngineCommand, sink: OutputSink) -> None:
+        if not self.alive and isinstance(command, StartGeneration):
+            # Fail fast: nothing would ever answer a request queued to a dead thread.
+            sink(GenerationDone(command.request.response_id, "error", Usage(), "the engine is not running"))
+            return
+        self._commands.put(self._to_job(command, sink))
 
-    def begin_audio_turn(self, start: AudioTurnStart) -> None:
-        self._commands.put(_Job(start.session_id, lambda stop: self.backend.begin_audio_turn(start)))
+    def health(self) -> EngineHealth:
+        detail = None if self.alive else "the engine thread is not running"
+        return EngineHealth(loaded=self.loaded, alive=self.alive, model=self.backend.name, detail=detail)
 
-    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> None:
-        self._commands.put(_Job(session_id, lambda stop: self.backend.append_audio_turn(session_id, samples)))
+    @property
+    def alive(self) -> bool:
+        return self.loaded and self._thread is not None and self._thread.is_alive()
 
-    def abandon_audio_turn(self, session_id: str) -> None:
-        def abandon(stop: ShouldStop) -> Iterator[None]:
-            self.backend.abandon_audio_turn(session_id)
-            yield None
+    def _to_job(self, command: EngineCommand, sink: OutputSink) -> _Command:
+        backend = self.backend
+        if isinstance(command, StartGeneration):
+            request = command.request
+            steps = lambda stop: backend.generate(request, stop)  # noqa: E731
+            return _Job(request.session_id, steps, sink, request.response_id)
+        if isinstance(command, BeginAudioTurn):
+            start = command.start
+            return _Job(start.session_id, lambda stop: backend.begin_audio_turn(start))
+        if isinstance(command, AppendAudioTurn):
+            session_id, samples = command.session_id, command.samples
+            return _Job(session_id, lambda stop: backend.append_audio_turn(session_id, samples))
+        if isinstance(command, AbandonAudioTurn):
+            session_id = command.session_id
 
-        self._commands.put(_Job(session_id, abandon))
+            def abandon(stop: ShouldStop) -> Iterator[None]:
+                backend.abandon_audio_turn(session_id)
+                yield None
 
-    def cancel(self, response_id: str) -> None:
-        self._commands.put(_Cancel(response_id))
-
-    def drop_session(self, session_id: str) -> None:
-        self._commands.put(_DropSession(session_id))
+            return _Job(session_id, abandon)
+        return command
 
     def stop(self) -> None:
         self._commands.put(_Stop())
@@ -145,7 +189,7 @@ class EngineWorker:
                 return False
             if isinstance(command, _Job):
                 self._queues.setdefault(command.session_id, deque()).append(command)
-            elif isinstance(command, _Cancel):
+            elif isinstance(command, CancelGeneration):
                 for jobs in self._queues.values():
                     for job in jobs:
                         if job.response_id == command.response_id:
@@ -174,7 +218,9 @@ class EngineWorker:
                 job.steps = job.start(lambda: job.cancelled)
             output = next(job.steps)
         except StopIteration:
-            self._fail(job, "the backend ended without a result")
+            # Streaming work simply ends; a generation must have ended with its GenerationDone.
+            if job.sink is not None:
+                self._fail(job, "the backend ended without a result")
             return False
         except Exception as exc:  # noqa: BLE001 - a failed request must not take the thread down
             log.exception("engine work for session %s failed", job.session_id)

@@ -12,7 +12,7 @@ from ..audio.formats import AudioFormat
 from ..audio.ingest import AudioIngest
 from ..audio.segmenter import IdleTimeout, Segmenter, SpeechStarted, SpeechStopped, VadSettings
 from ..audio.vad import SpeechDetector, WebRtcVadDetector, aggressiveness_for_threshold
-from ..engine.interface import ENGINE_SAMPLE_RATE_HZ
+from ..engine.port import ENGINE_SAMPLE_RATE_HZ
 from ..protocol.errors import ProtocolError
 from .settings import TurnDetection
 

@@ -7,7 +7,7 @@ import numpy as np
 from ..audio.clip import split_clip
 from ..audio.formats import AudioFormat, pcm16_to_float32
 from ..audio.ingest import AudioIngest
-from ..engine.interface import MAX_CLIP_N_SAMPLES, AudioPart, ImagePart, Part, TextPart, Turn
+from ..engine.port import MAX_CLIP_N_SAMPLES, AudioPart, ImagePart, Part, TextPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
 from ..protocol.errors import ProtocolError

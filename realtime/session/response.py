@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.interface import GenerationDone, Usage
+from ..engine.port import GenerationDone, Usage
 from ..protocol import server_events as se
 from .conversation import Content, Item
 

@@ -42,12 +42,19 @@ from msgspec import UNSET
 
 from ..audio.formats import pcm16_to_float32
 from ..audio.segmenter import IdleTimeout, SpeechStarted, SpeechStopped
-from ..engine.interface import (
+from ..engine.port import (
+    AbandonAudioTurn,
+    AppendAudioTurn,
     AudioTurnStart,
+    BeginAudioTurn,
+    CancelGeneration,
+    CloseSession,
+    EngineCommand,
     EngineOutput,
     GenerationDone,
     GenerationRequest,
     SamplingSettings,
+    StartGeneration,
     TextDelta,
 )
 from ..protocol import client_events as ce
@@ -69,33 +76,6 @@ log = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
 
 
-@dataclass(frozen=True)
-class StartGeneration:
-    request: GenerationRequest
-
-
-@dataclass(frozen=True)
-class CancelGeneration:
-    response_id: str
-
-
-@dataclass(frozen=True)
-class BeginAudioTurn:
-    start: AudioTurnStart
-
-
-@dataclass(frozen=True, eq=False)
-class AppendAudioTurn:
-    session_id: str
-    samples: np.ndarray
-
-
-@dataclass(frozen=True)
-class AbandonAudioTurn:
-    session_id: str
-
-
-EngineCommand = StartGeneration | CancelGeneration | BeginAudioTurn | AppendAudioTurn | AbandonAudioTurn
 
 
 @dataclass(frozen=True)
@@ -116,7 +96,7 @@ class Session:
         stream_turns: bool = True,
     ) -> None:
         self.id = session_id
-        # Streaming prefill: the engine hears a turn while it is spoken (engine.interface.AudioTurnStart).
+        # Streaming prefill: the engine hears a turn while it is spoken (engine.port.AudioTurnStart).
         self._stream_turns = stream_turns
         self._streaming = False
         self._stream_fed_until = 0
@@ -184,9 +164,7 @@ class Session:
             return
         try:
             if isinstance(output, TextDelta):
-                # Empty deltas are the engine's heartbeats between prefill chunks; nothing to send.
-                if output.text:
-                    self._emit(response.delta_event(output.text))
+                self._emit(response.delta_event(output.text))
             elif isinstance(output, GenerationDone):
                 self._finish_response(response, output)
         except Exception:  # noqa: BLE001 - a bug here must not end the session
@@ -202,9 +180,10 @@ class Session:
             )
 
     def close(self) -> None:
-        """The connection is gone: stop any generation still running for it."""
+        """The connection is gone: stop any generation still running for it and free the engine's state."""
         if self._response is not None:
             self._commands.append(CancelGeneration(self._response.id))
+        self._commands.append(CloseSession(self.id))
 
     def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:
         events, commands = self._events, self._commands

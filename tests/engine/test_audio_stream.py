@@ -6,8 +6,8 @@ import pytest
 
 from realtime.engine.audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from realtime.engine.demo_model import build_demo_model
-from realtime.engine.interface import ENGINE_SAMPLE_RATE_HZ
 from realtime.engine.loading import load_model
+from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool
 

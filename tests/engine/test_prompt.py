@@ -3,8 +3,8 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import build_demo_model
-from realtime.engine.interface import AudioPart, ImagePart, TextPart, Turn
 from realtime.engine.media import MediaEncoder
+from realtime.engine.port import AudioPart, ImagePart, TextPart, Turn
 from realtime.engine.prompt import ChatTokens, PromptRenderer, Reply
 
 # Builds the demo checkpoint (with MLX weights) for its processor files.

@@ -9,19 +9,22 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import ensure_demo_model
-from realtime.engine.interface import (
+from realtime.engine.loading import load_model
+from realtime.engine.mlx_backend import MlxBackend
+from realtime.engine.port import (
     ENGINE_SAMPLE_RATE_HZ,
+    AppendAudioTurn,
     AudioPart,
     AudioTurnStart,
+    BeginAudioTurn,
     GenerationDone,
     GenerationRequest,
     ImagePart,
+    StartGeneration,
     TextDelta,
     TextPart,
     Turn,
 )
-from realtime.engine.loading import load_model
-from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.worker import EngineWorker
 from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool
@@ -250,15 +253,14 @@ def test_a_streamed_turn_and_another_sessions_answer_take_turns(speech):
 
     turn = spoken_turn(speech)
     try:
-        worker.begin_audio_turn(
-            AudioTurnStart("speaker", INSTRUCTIONS, (), SPOKEN_ITEM, (), turn.parts[0].key)
-        )
+        start = AudioTurnStart("speaker", INSTRUCTIONS, (), SPOKEN_ITEM, (), turn.parts[0].key)
+        worker.send(BeginAudioTurn(start), sink("stream"))
         for offset in range(0, len(speech), PUSH_N_SAMPLES):
-            worker.append_audio_turn("speaker", speech[offset : offset + PUSH_N_SAMPLES])
-        worker.submit(request("speaker", [turn]), sink("spoken"))
-        worker.submit(
-            request("talker", [Turn("user", (TextPart("hello"),), "t")], max_tokens=40), sink("answer")
-        )
+            samples = speech[offset : offset + PUSH_N_SAMPLES]
+            worker.send(AppendAudioTurn("speaker", samples), sink("stream"))
+        worker.send(StartGeneration(request("speaker", [turn])), sink("spoken"))
+        talker = request("talker", [Turn("user", (TextPart("hello"),), "t")], max_tokens=40)
+        worker.send(StartGeneration(talker), sink("answer"))
         assert both_done.wait(120)
     finally:
         worker.stop()

@@ -9,17 +9,21 @@ import numpy as np
 import pytest
 
 from realtime.engine.fake_backend import FakeBackend
-from realtime.engine.interface import AudioPart, GenerationDone, ImagePart, TextDelta, Usage
-from realtime.protocol.codec import encode_server_event
-from realtime.protocol.ids import IdFactory
-from realtime.session.session import (
+from realtime.engine.port import (
     AbandonAudioTurn,
     AppendAudioTurn,
+    AudioPart,
     BeginAudioTurn,
     CancelGeneration,
-    Session,
+    GenerationDone,
+    ImagePart,
     StartGeneration,
+    TextDelta,
+    Usage,
 )
+from realtime.protocol.codec import encode_server_event
+from realtime.protocol.ids import IdFactory
+from realtime.session.session import Session
 from realtime.session.settings import SessionSettings
 from tests.conftest import pcm16_b64, png_data_uri, silence, strict_server_event, tone
 

@@ -1,8 +1,13 @@
-"""The contract between the session core and a model backend: requests in, outputs out."""
+"""The engine port: the one interface through which sessions and HTTP handlers reach an engine.
+
+Commands go in through `Engine.send`, outputs come back to the command's sink, each naming the request
+(response id) it belongs to. The local MLX engine, the scripted fake and a remote serving engine all sit
+behind it; the transport forwards commands without looking at their types.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -116,29 +121,70 @@ class AudioTurnStart:
     audio_key: str
 
 
-class Backend(Protocol):
-    """A model behind the engine thread. Every method is called on that one thread only."""
+@dataclass(frozen=True)
+class StartGeneration:
+    request: GenerationRequest
 
-    def load(self) -> None:
-        """Load weights and warm up every modality once."""
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
-        """Yield after each unit of work (a prefill chunk or one token), so the worker can interleave
-        sessions. Yields zero or more TextDelta and ends with exactly one GenerationDone; checks
-        should_stop() before every unit and then ends with stop_reason "cancelled"."""
+@dataclass(frozen=True)
+class CancelGeneration:
+    response_id: str
 
-    def drop_session(self, session_id: str) -> None:
-        """Free the session's conversation cache."""
 
-    def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
-        """Start a streamed turn; one yield per unit of work. A later generate() whose last turn is this
-        one (same item id, images and audio key) reuses everything prefilled for it; any other request
-        first rolls the cache back to where it stood before the turn."""
+@dataclass(frozen=True)
+class BeginAudioTurn:
+    start: AudioTurnStart
 
-    def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
-        """More of the streamed turn's audio (16 kHz float32, following what came before)."""
 
-    def abandon_audio_turn(self, session_id: str) -> None:
-        """The streamed turn will not be committed: return the cache exactly to its state before it."""
+@dataclass(frozen=True, eq=False)
+class AppendAudioTurn:
+    """More of the streamed turn's audio: 16 kHz float32, following what came before."""
+
+    session_id: str
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class AbandonAudioTurn:
+    """The streamed turn will not be committed: the engine forgets everything it did for it."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """The connection is gone: stop its work and free what the engine holds for it."""
+
+    session_id: str
+
+
+EngineCommand = (
+    StartGeneration | CancelGeneration | BeginAudioTurn | AppendAudioTurn | AbandonAudioTurn | CloseSession
+)
+OutputSink = Callable[[EngineOutput], None]
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    loaded: bool
+    # False once the engine can no longer serve (its thread died, its upstream is gone).
+    alive: bool
+    model: str = ""
+    detail: str | None = None
+
+
+class Engine(Protocol):
+    """What the rest of the server needs from an engine. `send` never blocks and is safe from any thread;
+    sinks may be called on any thread (the transport hops back to its event loop)."""
+
+    def start(self, timeout_s: float | None = None) -> None:
+        """Block until the engine can serve: model loaded and warm, or upstream reachable."""
+
+    def send(self, command: EngineCommand, sink: OutputSink) -> None:
+        """Queue one command. Outputs of a StartGeneration go to `sink`: zero or more TextDelta, then exactly
+        one GenerationDone (also on cancellation and on failure)."""
+
+    def health(self) -> EngineHealth: ...
+
+    def stop(self) -> None:
+        """Stop all work and release the engine; no sink is called afterwards."""
