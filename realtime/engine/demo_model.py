@@ -6,11 +6,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-DEMO_FORMAT_VERSION = 2
+from .demo_turns import end_turns
+
+DEMO_FORMAT_VERSION = 3
 DEMO_MODEL_TYPES = ("gemma4", "gemma4_unified")
 VOCAB_SIZE = 262_144
 # Smallest of Gemma 4's image budgets (70/140/280/560/1120 soft tokens; real checkpoints default to 280).
@@ -247,8 +250,9 @@ def model_config(model_type: str) -> dict[str, Any]:
     }
 
 
-def _random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
+def _random_weights(config: dict[str, Any], seed: int, ends_turns: bool) -> dict[str, Any]:
     import mlx.core as mx
+    import numpy as np
     from mlx.utils import tree_flatten
     from mlx_vlm.utils import get_model_and_args, update_module_configs
 
@@ -264,7 +268,10 @@ def _random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
     for name, value in weights.items():
         if name.endswith("depthwise_conv1d.weight"):
             weights[name] = mx.random.normal(value.shape) * 0.5
-    return {name: value.astype(mx.bfloat16) for name, value in sorted(weights.items())}
+    arrays = {name: np.array(value.astype(mx.float32)) for name, value in weights.items()}
+    if ends_turns and config["model_type"] == "gemma4":
+        end_turns(arrays, config, filler_token_ids())
+    return {name: mx.array(value).astype(mx.bfloat16) for name, value in sorted(arrays.items())}
 
 
 def _word_merges() -> tuple[list[str], list[tuple[str, str]]]:
@@ -291,12 +298,21 @@ def _vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab |= {f"<unused{n}>": token_id for n, token_id in enumerate(low_free)}
     free_ids = (i for i in range(NEWLINE_TOKEN_ID + 1, VOCAB_SIZE) if i not in reserved)
     vocab |= {piece: next(free_ids) for piece in dict.fromkeys(pieces + word_pieces)}
-    # Fillers are pronounceable words, so a random model's output reads as words, not as "<unused…>".
-    syllables = [c + v for c, v in product(_CONSONANTS, _VOWELS)]
-    words = ("▁" + "".join(parts) for parts in product(syllables, repeat=3))
-    vocab |= dict(zip((word for word in words if word not in vocab), free_ids, strict=False))
+    vocab |= dict(zip((word for word in _filler_words() if word not in vocab), free_ids, strict=False))
     assert len(vocab) == VOCAB_SIZE
     return vocab, merges
+
+
+def _filler_words() -> Iterator[str]:
+    # Fillers are pronounceable words, so a random model's output reads as words, not as "<unused…>".
+    syllables = [c + v for c, v in product(_CONSONANTS, _VOWELS)]
+    return ("▁" + "".join(parts) for parts in product(syllables, repeat=3))
+
+
+def filler_token_ids() -> list[int]:
+    """Ids of the filler words: what the random model says, as opposed to what prompts are made of."""
+    vocab, _ = _vocabulary()
+    return [token_id for word in _filler_words() if (token_id := vocab.get(word)) is not None]
 
 
 def build_tokenizer() -> Any:
@@ -375,16 +391,18 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def build_demo_model(out_dir: Path, seed: int = 0, model_type: str = "gemma4") -> Path:
+def build_demo_model(
+    out_dir: Path, seed: int = 0, model_type: str = "gemma4", ends_turns: bool = True
+) -> Path:
+    """ends_turns=False keeps the plain random weights, whose answers run to the token cap."""
     import mlx.core as mx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = model_config(model_type)
     _write_json(out_dir / "config.json", config)
-    mx.save_safetensors(
-        str(out_dir / "model.safetensors"), _random_weights(config, seed), metadata={"format": "mlx"}
-    )
+    weights = _random_weights(config, seed, ends_turns)
+    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
     build_tokenizer().save(str(out_dir / "tokenizer.json"), pretty=False)
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(model_type))
     _write_json(out_dir / "processor_config.json", _processor_config(model_type))
