@@ -12,10 +12,12 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
+from .audio_rows import AudioRowsCache
 from .conversation_cache import CacheSnapshot, ConversationCache
 from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
+from .gemma4.transcription import asr_instruction
 from .loading import LoadedModel, load_model
-from .media import MediaEncoder
+from .media import MediaEncoder, MediaPart
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -27,6 +29,7 @@ from .port import (
     StopReason,
     TextDelta,
     TextPart,
+    TranscriptionRequest,
     Turn,
     Usage,
 )
@@ -99,6 +102,7 @@ class MlxBackend:
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._max_output_tokens = max_output_tokens
         self._sessions: dict[str, _Session] = {}
+        self._audio_rows = AudioRowsCache()
         self.loaded: LoadedModel | None = None
 
     def load(self) -> None:
@@ -147,8 +151,27 @@ class MlxBackend:
                 session.replies[request.output_item_id] = answer.reply()
         yield done
 
+    def transcribe(
+        self, request: TranscriptionRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput | None]:
+        """An out-of-band answer to Gemma 4's ASR instruction over the turn's clips, on a scratch cache;
+        clips the session's requests already encoded are not encoded again."""
+        instruction = TextPart(asr_instruction(request.language, request.prompt))
+        turn = Turn("user", (instruction, *request.clips), item_id=request.request_id)
+        generation = GenerationRequest(
+            session_id=request.session_id,
+            response_id=request.request_id,
+            output_item_id=request.request_id,
+            instructions="",
+            turns=(turn,),
+            max_output_tokens=request.max_output_tokens,
+            use_session_cache=False,
+        )
+        yield from self.generate(generation, should_stop)
+
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        self._audio_rows.drop_session(session_id)
 
     def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
         # A turn still open (committed without an answer) is rolled back like any other.
@@ -163,7 +186,8 @@ class MlxBackend:
         )
         with self._streamed_work(session):
             self._reuse_prefix(session.cache, opening)
-            pieces = yield from self._uncached_pieces(opening, len(session.cache), _never)
+            position = len(session.cache)
+            pieces = yield from self._uncached_pieces(start.session_id, opening, position, _never)
             yield from self._prefill_chunks(session.cache, pieces or [], _never)
 
     def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
@@ -232,6 +256,7 @@ class MlxBackend:
             return None
         n_cached = len(session.cache)
         rest = stream.finish(part)
+        self._audio_rows.put(request.session_id, part.key, stream.rows())
         n_tokens = self._media.count_tokens(part)
         if stream.n_rows != n_tokens:
             raise ValueError(f"audio {part.key}: {stream.n_rows} streamed rows for {n_tokens} tokens")
@@ -260,7 +285,7 @@ class MlxBackend:
         n_cached = self._reuse_prefix(cache, prompt)
         # A streamed turn's audio counts as cached: it was prefilled before the request, while spoken.
         usage = _input_usage(prompt, n_cached if n_cached_on_arrival is None else n_cached_on_arrival)
-        logits = yield from self._prefill_prompt(prompt, cache, should_stop)
+        logits = yield from self._prefill_prompt(request.session_id, prompt, cache, should_stop)
         reason: StopReason = "cancelled"
         if logits is not None:
             reason = yield from self._decode(request, logits, cache, answer, should_stop)
@@ -275,9 +300,13 @@ class MlxBackend:
         return len(cache)
 
     def _prefill_prompt(
-        self, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
+        self,
+        session_id: str,
+        prompt: Prompt,
+        cache: ConversationCache,
+        should_stop: Callable[[], bool],
     ) -> Generator[None, None, mx.array | None]:
-        pieces = yield from self._uncached_pieces(prompt, len(cache), should_stop)
+        pieces = yield from self._uncached_pieces(session_id, prompt, len(cache), should_stop)
         if pieces is None:
             return None
         chunks, image_blocks = self._prompt_chunks(pieces)
@@ -290,7 +319,7 @@ class MlxBackend:
         return logits
 
     def _uncached_pieces(
-        self, prompt: Prompt, position: int, should_stop: Callable[[], bool]
+        self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
     ) -> Generator[None, None, list[Piece] | None]:
         """The prompt from `position` on; each media item it reaches is encoded as one unit of work."""
         pieces: list[Piece] = []
@@ -300,7 +329,7 @@ class MlxBackend:
                 continue
             if should_stop():
                 return None
-            rows = self._media.embed(span.part)
+            rows = self._embedded(session_id, span.part, span.n_tokens)
             yield None
             start = max(span.start, position)
             pieces.append(TokenPiece(prompt.ids[position:start]))
@@ -309,6 +338,15 @@ class MlxBackend:
             position = end
         pieces.append(TokenPiece(prompt.ids[position:]))
         return [p for p in pieces if len(p)]
+
+    def _embedded(self, session_id: str, part: MediaPart, n_tokens: int) -> mx.array:
+        if not isinstance(part, AudioPart):
+            return self._media.embed(part)
+        rows = self._audio_rows.get(session_id, part.key, n_tokens)
+        if rows is None:
+            rows = self._media.embed(part)
+            self._audio_rows.put(session_id, part.key, rows)
+        return rows
 
     def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
         # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;

@@ -69,6 +69,7 @@ from .content import audio_key, decode_image_param, image_part, parse_item, to_t
 from .conversation import Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
+from .transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class Session:
         self._frames = FrameBuffer(max(1, settings.frames_max_per_turn), settings.frames_min_interval_ms)
         self._response: Response | None = None
         self._response_queued = False
+        self._transcriber = Transcriber(session_id, self._ids)
         self._speech_item_id: str | None = None
         self._events: list[se.ServerEvent] = []
         self._commands: list[EngineCommand] = []
@@ -160,6 +162,9 @@ class Session:
 
     def receive_engine_output(self, output: EngineOutput) -> None:
         response = self._response
+        if self._transcriber.owns(output):
+            self._on_transcription_output(output)
+            return
         if response is None or output.response_id != response.id:
             return
         try:
@@ -186,6 +191,8 @@ class Session:
         self._commands.append(CloseSession(self.id))
 
     def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:
+        if self._response is None or self._response.text_parts:
+            self._commands += self._transcriber.release()
         events, commands = self._events, self._commands
         self._events, self._commands = [], []
         return events, commands
@@ -285,7 +292,11 @@ class Session:
         content = [Content("input_image", image=image) for image in images]
         item = Item(id=item_id, role="user", content=[*content, Content("input_audio", audio=audio)])
         self._emit(se.InputAudioBufferCommitted(previous_item_id=self.conversation.last_id, item_id=item_id))
-        self._add_item(item)
+        transcription = self.settings.transcription
+        # With a transcription coming, the item is done once its transcript is in.
+        self._add_item(item, done=transcription is None)
+        if transcription is not None:
+            self._transcriber.request(item, transcription)
         self._end_stream(abandon=False)
         self._speech_item_id = None
         self._frames.unmark()
@@ -349,11 +360,20 @@ class Session:
         item = parse_item(event.item, item_id, self.settings.input_format, self._limits.image_limits, "item")
         self._add_item(item, event.previous_item_id)
 
-    def _add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+    def _add_item(self, item: Item, previous_item_id: str | None = None, *, done: bool = True) -> None:
         previous = self.conversation.add(item, previous_item_id)
         wire = item.to_wire()
         self._emit(se.ConversationItemAdded(previous_item_id=previous, item=wire))
-        self._emit(se.ConversationItemDone(previous_item_id=previous, item=wire))
+        if done:
+            self._emit(se.ConversationItemDone(previous_item_id=previous, item=wire))
+
+    def _on_transcription_output(self, output: EngineOutput) -> None:
+        events, finished = self._transcriber.on_output(output)
+        for event in events:
+            self._emit(event)
+        if finished is not None and self.conversation.find(finished.id) is not None:
+            previous = self.conversation.previous_id(finished.id)
+            self._emit(se.ConversationItemDone(previous_item_id=previous, item=finished.to_wire()))
 
     def _on_item_retrieve(self, event: ce.ConversationItemRetrieve) -> None:
         item = self.conversation.get(event.item_id, "item_retrieve_invalid_item_id")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from msgspec import UNSET
 
 from ..audio.formats import AudioFormat
-from ..protocol.client_events import SessionPatch, TurnDetectionSpec
+from ..protocol.client_events import SessionPatch, TranscriptionSpec, TurnDetectionSpec
 from ..protocol.errors import ProtocolError
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
@@ -95,6 +95,30 @@ class TurnDetection:
 
 
 @dataclass(frozen=True)
+class Transcription:
+    """Input audio transcription by the loaded model; `model` is only echoed."""
+
+    model: str = "gemma-4"
+    language: str | None = None
+    prompt: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: TranscriptionSpec) -> Transcription:
+        # A transcription object replaces the one before it, as on OpenAI's API.
+        values = {name: getattr(spec, name) for name in ("model", "language", "prompt")}
+        present = {name: value for name, value in values.items() if value not in (UNSET, None)}
+        return cls(**present)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"model": self.model}
+        if self.language is not None:
+            wire["language"] = self.language
+        if self.prompt is not None:
+            wire["prompt"] = self.prompt
+        return wire
+
+
+@dataclass(frozen=True)
 class SessionSettings:
     model: str = "gemma-4"
     instructions: str = "You are a helpful assistant. Answer briefly."
@@ -102,6 +126,7 @@ class SessionSettings:
     temperature: float = 0.0
     input_format: AudioFormat = AudioFormat("audio/pcm", 24000)
     turn_detection: TurnDetection | None = TurnDetection()
+    transcription: Transcription | None = None
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
 
@@ -160,6 +185,13 @@ class SessionSettings:
                 changes["input_format"] = AudioFormat.from_session(format_spec)
             except ValueError as exc:
                 raise ProtocolError("invalid_value", str(exc), param="session.audio.input.format") from None
+        transcription_spec: Any = patch.input_audio_transcription
+        if audio_input is not UNSET and audio_input.transcription is not UNSET:
+            transcription_spec = audio_input.transcription
+        if transcription_spec is not UNSET:
+            changes["transcription"] = (
+                None if transcription_spec is None else Transcription.from_spec(transcription_spec)
+            )
         if turn_spec is None:
             changes["turn_detection"] = None
         elif turn_spec is not UNSET:
@@ -179,7 +211,7 @@ class SessionSettings:
             "audio": {
                 "input": {
                     "format": self.input_format.to_session(),
-                    "transcription": None,
+                    "transcription": self.transcription.to_wire() if self.transcription else None,
                     "noise_reduction": None,
                     "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
