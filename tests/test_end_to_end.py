@@ -263,7 +263,7 @@ def test_bad_images_are_error_events_over_the_wire(host, image_url, code):
 
 
 def test_sdk_spoken_turn_is_transcribed_by_the_model(host, speech_24k, monkeypatch):
-    from realtime.engine.media import MediaEncoder
+    from realtime.engine.gemma4.media import MediaEncoder
 
     one_shot_encodes = []
     original = MediaEncoder._embed_audio

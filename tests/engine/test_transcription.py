@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
-from realtime.engine.audio_stream import IncrementalAudioEncoder
 from realtime.engine.demo_model import ensure_demo_model
+from realtime.engine.gemma4.audio_encoder import IncrementalAudioEncoder
+from realtime.engine.gemma4.loading import load_model
+from realtime.engine.gemma4.media import MediaEncoder
 from realtime.engine.gemma4.transcription import asr_instruction
-from realtime.engine.loading import load_model
-from realtime.engine.media import MediaEncoder
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
     ENGINE_SAMPLE_RATE_HZ,
