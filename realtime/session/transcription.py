@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engine.port import (
+    ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
     EngineCommand,
     EngineOutput,
@@ -19,6 +20,12 @@ from ..protocol.ids import IdFactory
 from .content import to_turn
 from .conversation import Item
 from .settings import Transcription
+
+
+# Speech runs about 3 words (4-5 tokens) a second; a transcript far longer than that is a model
+# repeating itself, and must not hold the engine for its whole token budget.
+_TOKENS_PER_SECOND = 8
+_MIN_TOKENS = 32
 
 
 @dataclass
@@ -43,12 +50,14 @@ class Transcriber:
         content_index = next(i for i, c in enumerate(item.content) if c.type == "input_audio")
         clips = tuple(part for part in to_turn(item).parts if isinstance(part, AudioPart))
         request_id = self._ids.new("transcription")
+        n_seconds = sum(len(clip.samples) for clip in clips) // ENGINE_SAMPLE_RATE_HZ
         request = TranscriptionRequest(
             session_id=self._session_id,
             request_id=request_id,
             clips=clips,
             language=settings.language,
             prompt=settings.prompt,
+            max_output_tokens=_MIN_TOKENS + _TOKENS_PER_SECOND * n_seconds,
         )
         self._pending.append(StartTranscription(request))
         self._running[request_id] = _Running(item, content_index)

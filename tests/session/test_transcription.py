@@ -111,6 +111,8 @@ def test_committed_buffer_without_an_answer_is_transcribed_at_once():
     assert types(events) == ["input_audio_buffer.committed", "conversation.item.added"]
     [transcription] = transcriptions(commands)
     assert sum(len(c.samples) for c in transcription.request.clips) == 8000
+    # A transcript far longer than speech can be is cut off.
+    assert transcription.request.max_output_tokens == 32
 
 
 def test_failed_transcription_reports_failed_and_the_session_goes_on():
