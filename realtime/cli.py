@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .engine.demo_shapes import SHAPES
 from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 
 if TYPE_CHECKING:
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
     demo.add_argument("directory", type=Path)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="tiny",
+        help="tiny (the demo model), or Gemma 4 E2B / E4B sizes with random weights, for benchmarks",
+    )
     return parser
 
 
@@ -113,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-demo-model":
         from .engine.demo_model import build_demo_model
 
-        path = build_demo_model(args.directory, seed=args.seed)
+        path = build_demo_model(args.directory, seed=args.seed, shape=args.shape, progress=print)
         print(f"wrote the demo model to {path}")
         return 0
     return _serve(args)

@@ -11,6 +11,14 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from .demo_shapes import (
+    REAL_IMAGE_SOFT_TOKENS,
+    SHAPES,
+    Progress,
+    real_text_config,
+    real_tower_configs,
+    write_random_checkpoint,
+)
 from .demo_turns import end_turns
 
 DEMO_FORMAT_VERSION = 3
@@ -215,9 +223,16 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
     return {"vision_config": vision, "audio_config": audio}
 
 
-def model_config(model_type: str) -> dict[str, Any]:
+def model_config(model_type: str, shape: str = "tiny") -> dict[str, Any]:
     if model_type not in DEMO_MODEL_TYPES:
         raise ValueError(f"demo model type must be one of {DEMO_MODEL_TYPES}, got {model_type!r}")
+    if shape not in SHAPES or (shape != "tiny" and model_type != "gemma4"):
+        raise ValueError(f"shape must be one of {SHAPES} (real sizes for gemma4 only), got {shape!r}")
+    if shape != "tiny":
+        text = real_text_config(shape)
+        soft_tokens = {"vision_soft_tokens_per_image": REAL_IMAGE_SOFT_TOKENS}
+        towers = real_tower_configs(text["hidden_size"])
+        return model_config(model_type) | {"text_config": text, **towers, **soft_tokens}
     architecture = (
         "Gemma4ForConditionalGeneration"
         if model_type == "gemma4"
@@ -361,12 +376,12 @@ def _tokenizer_config(model_type: str) -> dict[str, Any]:
     }
 
 
-def _processor_config(model_type: str) -> dict[str, Any]:
+def _processor_config(model_type: str, n_image_tokens: int = DEMO_IMAGE_SOFT_TOKENS) -> dict[str, Any]:
     image = {
         "image_processor_type": "Gemma4ImageProcessor",
         "patch_size": 16,
         "pooling_kernel_size": 3,
-        "max_soft_tokens": DEMO_IMAGE_SOFT_TOKENS,
+        "max_soft_tokens": n_image_tokens,
         "do_resize": True,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
@@ -381,7 +396,7 @@ def _processor_config(model_type: str) -> dict[str, Any]:
     return {
         "processor_class": _processor_class(model_type),
         "image_processor": image,
-        "image_seq_length": DEMO_IMAGE_SOFT_TOKENS,
+        "image_seq_length": n_image_tokens,
         "audio_seq_length": MAX_AUDIO_TOKENS,
         "audio_ms_per_token": AUDIO_MS_PER_TOKEN,
     }
@@ -392,20 +407,30 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
 
 
 def build_demo_model(
-    out_dir: Path, seed: int = 0, model_type: str = "gemma4", ends_turns: bool = True
+    out_dir: Path,
+    seed: int = 0,
+    model_type: str = "gemma4",
+    ends_turns: bool = True,
+    shape: str = "tiny",
+    progress: Progress | None = None,
 ) -> Path:
-    """ends_turns=False keeps the plain random weights, whose answers run to the token cap."""
+    """ends_turns=False keeps the plain random weights, whose answers run to the token cap. Real-size
+    shapes (e2b, e4b) are plain random weights, streamed to bf16 shards without holding them in memory."""
     import mlx.core as mx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = model_config(model_type)
+    config = model_config(model_type, shape)
     _write_json(out_dir / "config.json", config)
-    weights = _random_weights(config, seed, ends_turns)
-    mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    if shape == "tiny":
+        weights = _random_weights(config, seed, ends_turns)
+        mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    else:
+        write_random_checkpoint(out_dir, config, seed, progress or (lambda line: None))
     build_tokenizer().save(str(out_dir / "tokenizer.json"), pretty=False)
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(model_type))
-    _write_json(out_dir / "processor_config.json", _processor_config(model_type))
+    n_image_tokens = config["vision_soft_tokens_per_image"]
+    _write_json(out_dir / "processor_config.json", _processor_config(model_type, n_image_tokens))
     (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     return out_dir
 
