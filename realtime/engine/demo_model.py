@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from .demo_shapes import (
+    AUDIO_CHUNKING,
     REAL_IMAGE_SOFT_TOKENS,
     SHAPES,
+    VISION_PATCHING,
     Progress,
     real_text_config,
     real_tower_configs,
@@ -184,9 +186,7 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
             "num_key_value_heads": 2,
             "head_dim": 16,
             "global_head_dim": 16,
-            "patch_size": 16,
-            "pooling_kernel_size": 3,
-            "position_embedding_size": 10_240,
+            **VISION_PATCHING,
             "default_output_length": DEMO_IMAGE_SOFT_TOKENS,
         }
         # The conformer keeps the real chunking (chunk 12, left context 13, right 0) and 128 mel bins.
@@ -195,10 +195,7 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
             "num_hidden_layers": 2,
             "num_attention_heads": 2,
             "subsampling_conv_channels": [8, 4],
-            "conv_kernel_size": 5,
-            "attention_chunk_size": 12,
-            "attention_context_left": 13,
-            "attention_context_right": 0,
+            **AUDIO_CHUNKING,
             "output_proj_dims": 64,
         }
         return {"vision_config": vision, "audio_config": audio}

@@ -16,6 +16,14 @@ _BLOCK_BYTES = 64 * 1024**2
 _BF16_BYTES = 2
 
 Progress = Callable[[str], None]
+# Size-independent parts of Gemma 4's towers, the same at toy size.
+VISION_PATCHING = {"patch_size": 16, "pooling_kernel_size": 3, "position_embedding_size": 10_240}
+AUDIO_CHUNKING = {
+    "conv_kernel_size": 5,
+    "attention_chunk_size": 12,
+    "attention_context_left": 13,
+    "attention_context_right": 0,
+}
 
 
 def real_text_config(shape: str) -> dict[str, Any]:
@@ -64,9 +72,7 @@ def real_tower_configs(text_hidden_size: int) -> dict[str, Any]:
         "num_key_value_heads": 12,
         "head_dim": 64,
         "global_head_dim": 64,
-        "patch_size": 16,
-        "pooling_kernel_size": 3,
-        "position_embedding_size": 10_240,
+        **VISION_PATCHING,
         "default_output_length": REAL_IMAGE_SOFT_TOKENS,
     }
     audio = {
@@ -74,10 +80,7 @@ def real_tower_configs(text_hidden_size: int) -> dict[str, Any]:
         "num_hidden_layers": 12,
         "num_attention_heads": 8,
         "subsampling_conv_channels": [128, 32],
-        "conv_kernel_size": 5,
-        "attention_chunk_size": 12,
-        "attention_context_left": 13,
-        "attention_context_right": 0,
+        **AUDIO_CHUNKING,
         "output_proj_dims": 1536,
     }
     return {"vision_config": vision, "audio_config": audio, "hidden_size": text_hidden_size}
@@ -95,8 +98,8 @@ def write_random_checkpoint(out_dir: Path, config: dict[str, Any], seed: int, pr
     """bf16 safetensors shards of seeded random weights, plus mlx-vlm's index; peak memory ~one block."""
     from mlx.utils import tree_flatten
 
-    # Vectors and scalars (norm scales, biases, layer scalars) keep the model's own initial values: they are small,
-    # and random ones would not be the ones or zeros a checkpoint starts from.
+    # Vectors and scalars (norm scales, biases, layer scalars) keep the model's own initial values: they
+    # are small, and random ones would not be the ones or zeros a checkpoint starts from.
     vectors = {
         name: value for name, value in tree_flatten(_lazy_model(config).parameters()) if value.ndim <= 1
     }
