@@ -188,6 +188,8 @@ class Session:
         """The connection is gone: stop any generation still running for it and free the engine's state."""
         if self._response is not None:
             self._commands.append(CancelGeneration(self._response.id))
+        # Transcriptions not yet sent never will be; those running end with the session.
+        self._transcriber.release()
         self._commands.append(CloseSession(self.id))
 
     def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from realtime.engine.fake_backend import FakeBackend
-from realtime.engine.port import GenerationDone, StartGeneration, StartTranscription, TextDelta, Usage
+from realtime.engine.port import (
+    CloseSession,
+    GenerationDone,
+    StartGeneration,
+    StartTranscription,
+    TextDelta,
+    Usage,
+)
 from tests.conftest import pcm16_b64, silence, tone
 from tests.session.test_session import drain, drive, make_session, types
 
@@ -136,3 +143,12 @@ def test_no_transcription_unless_asked_for():
     session.receive_engine_output(TextDelta(generation.request.response_id, "Hi"))
     _, commands = drain(session)
     assert not transcriptions(commands)
+
+
+def test_closing_drops_transcriptions_not_yet_sent():
+    session = transcribing_session()
+    _, commands = drive(session, spoken_turn())
+    assert not transcriptions(commands)
+    session.close()
+    _, commands = drain(session)
+    assert not transcriptions(commands) and isinstance(commands[-1], CloseSession)
