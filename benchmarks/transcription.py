@@ -2,7 +2,8 @@
 
 Each spoken turn is played in real time, in 40 ms appends, into a Session driving the local engine (the
 server's path without its socket). Turns alternate between transcription off and on, so both modes see
-the same machine load. Run: python -m benchmarks.transcription [--model DIR].
+the same machine load. Run: python -m benchmarks.transcription [--model DIR]. A machine without
+espeak-ng takes speech made elsewhere: `--save-speech FILE` here, `--speech FILE` there.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import argparse
 import base64
 import json
 import os
+import platform
 import queue
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlx.core as mx
 import numpy as np
 
 from benchmarks.latency import LEAD_IN_MS, RATE_HZ, Utterance, _machine, make_utterance, plt
@@ -122,14 +125,35 @@ def _b64(samples: np.ndarray) -> str:
     return base64.b64encode(samples.astype("<i2").tobytes()).decode()
 
 
+def utterances(args: argparse.Namespace) -> list[Utterance]:
+    if args.speech is None:
+        return [make_utterance(target_s) for target_s in args.lengths]
+    saved = np.load(args.speech)
+    texts = json.loads(str(saved["texts"]))
+    return [
+        Utterance(float(t), texts[i], int(saved["wpm"][i]), saved[f"speech{i}"])
+        for i, t in enumerate(saved["lengths"])
+    ]
+
+
+def save_speech(path: Path, made: list[Utterance]) -> None:
+    speech = {f"speech{i}": u.speech for i, u in enumerate(made)}
+    np.savez(
+        path,
+        lengths=[u.target_s for u in made],
+        wpm=[u.words_per_min for u in made],
+        texts=json.dumps([u.text for u in made]),
+        **speech,
+    )
+
+
 def measure(args: argparse.Namespace) -> dict:
     backend = TimedBackend(args.model or ensure_demo_model())
     worker = EngineWorker(backend)
     worker.start(timeout_s=600)
     rows = []
     try:
-        for target_s in args.lengths:
-            utterance = make_utterance(target_s)
+        for utterance in utterances(args):
             play_turn(worker, utterance, True, args.max_output_tokens)  # warm-up, not counted
             samples: dict[str, list] = {"off": [], "on": []}
             for _ in range(args.repeats):
@@ -208,14 +232,28 @@ def parse_args() -> argparse.Namespace:
     )
     add("--repeats", type=int, default=3, help="measured turns per length and mode (default 3)")
     add("--max-output-tokens", type=int, default=16, help="answer cap (default 16)")
+    add("--speech", type=Path, help="utterances saved with --save-speech, instead of espeak-ng")
+    add("--save-speech", type=Path, help="make the utterances, save them to this .npz and stop")
+    add("--tag", default="", help="suffix for the result files, e.g. h200-e2b")
     return parser.parse_args()
+
+
+def machine() -> dict:
+    try:
+        return _machine()
+    except FileNotFoundError:  # no espeak-ng there: the speech came from elsewhere
+        return {"platform": platform.platform(), "n_cpus": os.cpu_count(), "mlx": mx.__version__}
 
 
 def main() -> None:
     args = parse_args()
+    if args.save_speech:
+        save_speech(args.save_speech, [make_utterance(target_s) for target_s in args.lengths])
+        return
     started = time.monotonic()
     report = {
-        "machine": _machine(),
+        "machine": machine(),
+        "device": str(mx.default_device()),
         "model": "demo gemma4 (random weights)" if args.model is None else str(args.model),
         "settings": {
             "chunk_ms": CHUNK_MS,
@@ -230,8 +268,9 @@ def main() -> None:
     report["wall_s"] = time.monotonic() - started
     report["load_average_1min_at_end"] = os.getloadavg()[0]
     RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "transcription.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot(report, RESULTS_DIR / "transcription.png")
+    name = f"transcription-{args.tag}" if args.tag else "transcription"
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, RESULTS_DIR / f"{name}.png")
     print_table(report)
 
 
