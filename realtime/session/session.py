@@ -161,10 +161,10 @@ class Session:
             )
 
     def receive_engine_output(self, output: EngineOutput) -> None:
-        response = self._response
         if self._transcriber.owns(output):
             self._on_transcription_output(output)
             return
+        response = self._response
         if response is None or output.response_id != response.id:
             return
         try:

@@ -185,13 +185,7 @@ class SessionSettings:
                 changes["input_format"] = AudioFormat.from_session(format_spec)
             except ValueError as exc:
                 raise ProtocolError("invalid_value", str(exc), param="session.audio.input.format") from None
-        transcription_spec: Any = patch.input_audio_transcription
-        if audio_input is not UNSET and audio_input.transcription is not UNSET:
-            transcription_spec = audio_input.transcription
-        if transcription_spec is not UNSET:
-            changes["transcription"] = (
-                None if transcription_spec is None else Transcription.from_spec(transcription_spec)
-            )
+        changes.update(_transcription_changes(patch))
         if turn_spec is None:
             changes["turn_detection"] = None
         elif turn_spec is not UNSET:
@@ -224,6 +218,16 @@ class SessionSettings:
                 "min_interval_ms": self.frames_min_interval_ms,
             },
         }
+
+
+def _transcription_changes(patch: SessionPatch) -> dict[str, Any]:
+    spec: Any = patch.input_audio_transcription
+    if patch.audio is not UNSET and patch.audio.input is not UNSET:
+        if patch.audio.input.transcription is not UNSET:
+            spec = patch.audio.input.transcription
+    if spec is UNSET:
+        return {}
+    return {"transcription": None if spec is None else Transcription.from_spec(spec)}
 
 
 def parse_max_output_tokens(value: int | str, param: str) -> int:

@@ -21,7 +21,6 @@ from .content import to_turn
 from .conversation import Item
 from .settings import Transcription
 
-
 # Speech runs about 3 words (4-5 tokens) a second; a transcript far longer than that is a model
 # repeating itself, and must not hold the engine for its whole token budget.
 _TOKENS_PER_SECOND = 8
