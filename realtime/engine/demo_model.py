@@ -439,19 +439,21 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "mlx-realtime"
 
 
-def default_demo_dir(model_type: str = "gemma4", seed: int = 0) -> Path:
-    return cache_root() / f"demo-{model_type}-s{seed}-v{DEMO_FORMAT_VERSION}"
+def default_demo_dir(model_type: str = "gemma4", seed: int = 0, ends_turns: bool = True) -> Path:
+    endless = "" if ends_turns else "-endless"
+    return cache_root() / f"demo-{model_type}-s{seed}-v{DEMO_FORMAT_VERSION}{endless}"
 
 
-def ensure_demo_model(model_type: str = "gemma4", seed: int = 0) -> Path:
-    target = default_demo_dir(model_type, seed)
+def ensure_demo_model(model_type: str = "gemma4", seed: int = 0, ends_turns: bool = True) -> Path:
+    """ends_turns=False: the variant whose answers run to the token cap (decode-rate benchmarks)."""
+    target = default_demo_dir(model_type, seed, ends_turns)
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed in one step: a concurrent builder (another test worker) never sees half a model.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_demo_model(staging, seed=seed, model_type=model_type)
+        build_demo_model(staging, seed=seed, model_type=model_type, ends_turns=ends_turns)
         os.rename(staging, target)
     except OSError:
         if not (target / "config.json").is_file():

@@ -252,9 +252,12 @@ def test_answers_end_their_turn_after_input_dependent_lengths(loaded):
 
 
 @pytest.mark.slow
-def test_endless_variant_runs_to_the_cap(tmp_path):
+def test_endless_variant_runs_to_the_cap(tmp_path, monkeypatch):
     import mlx_vlm
 
-    endless = mlx_vlm.load(str(build_demo_model(tmp_path / "endless", ends_turns=False)))
+    monkeypatch.setenv("MLX_REALTIME_CACHE", str(tmp_path))
+    directory = ensure_demo_model(ends_turns=False)
+    assert directory.name == f"demo-gemma4-s0-v{DEMO_FORMAT_VERSION}-endless"
+    endless = mlx_vlm.load(str(directory))
     answer = _answer(endless, PROMPT.format(media=""))
     assert answer.generation_tokens == 200

@@ -78,10 +78,10 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from realtime.engine.demo_model import build_demo_model
+    from realtime.engine.demo_model import ensure_demo_model
 
     # The demo model's answers run to the token cap here: the tests interrupt answers in progress.
-    model_dir = build_demo_model(tmp_path_factory.mktemp("endless-demo"), ends_turns=False)
+    model_dir = ensure_demo_model(ends_turns=False)
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
