@@ -281,7 +281,7 @@ def _random_weights(config: dict[str, Any], seed: int, ends_turns: bool) -> dict
         if name.endswith("depthwise_conv1d.weight"):
             weights[name] = mx.random.normal(value.shape) * 0.5
     arrays = {name: np.array(value.astype(mx.float32)) for name, value in weights.items()}
-    if ends_turns and config["model_type"] == "gemma4":
+    if ends_turns:
         end_turns(arrays, config, filler_token_ids())
     return {name: mx.array(value).astype(mx.bfloat16) for name, value in sorted(arrays.items())}
 

@@ -2,13 +2,14 @@
 
 Two residual channels are reserved; every other weight stays random. The token-kind channel is +1 in the
 embedding of every filler word (what a random model mostly says) and -1 for everything else: control
-tokens, bytes, the word pieces prompts are made of, and audio soft tokens (through a constant audio
-encoder output). Head 0 of layer 0, a sliding-window layer, attends uniformly (zero queries) and reads only
-that channel, so its output is (said - heard) / tokens over the last window; layer 0 writes it to the
-counter channel, which no other block writes to. `<turn|>` is the one token that reads the counter channel
-in the (tied) output head, so it wins once the answer has outgrown what the window holds of the prompt:
-a few words after a short turn, about as many tokens as the audio after a spoken one, at most half the
-window after a long one.
+tokens, bytes, the word pieces prompts are made of, and gemma4's audio soft tokens (through a constant
+audio encoder output; gemma4_unified's audio and both models' image tokens count as neither). Head 0 of
+layer 0, a sliding-window layer, attends uniformly (zero queries) and reads only that channel, so its
+output is (said - heard) / tokens over the last window; layer 0 writes it to the counter channel, which no
+other block writes to. `<turn|>` is the one token that reads the counter channel in the (tied) output
+head, so it wins once the answer has outgrown what the window holds of the prompt: a few words after a
+short turn, about as many tokens as the audio after a spoken one, at most half the window after a long
+one.
 """
 
 from __future__ import annotations

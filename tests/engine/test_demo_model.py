@@ -261,3 +261,12 @@ def test_endless_variant_runs_to_the_cap(tmp_path, monkeypatch):
     endless = mlx_vlm.load(str(directory))
     answer = _answer(endless, PROMPT.format(media=""))
     assert answer.generation_tokens == 200
+
+
+@pytest.mark.slow
+def test_unified_demo_ends_its_turns_too(tmp_path):
+    import mlx_vlm
+
+    unified = mlx_vlm.load(str(build_demo_model(tmp_path / "unified", model_type="gemma4_unified")))
+    answer = _answer(unified, PROMPT.format(media=""))
+    assert 5 <= answer.generation_tokens <= 70
