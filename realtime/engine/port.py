@@ -213,8 +213,8 @@ class Engine(Protocol):
         """Block until the engine can serve: model loaded and warm, or upstream reachable."""
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
-        """Queue one command. Outputs of a StartGeneration go to `sink`: zero or more TextDelta, then exactly
-        one GenerationDone (also on cancellation and on failure)."""
+        """Queue one command. Outputs of a StartGeneration or StartTranscription go to `sink`: zero or more
+        TextDelta, then exactly one GenerationDone (also on cancellation and on failure)."""
 
     def health(self) -> EngineHealth: ...
 
