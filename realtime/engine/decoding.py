@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .gemma4.tools import TOOL_RESPONSE_START_ID
+
 # Gemma 4 ids (public tokenizer files; see FACTS.md).
 EOS_ID = 1
 END_OF_TURN_ID = 106
@@ -45,7 +47,9 @@ class TokenRules:
             )
         )
         suppressed = NEVER_EMITTED_IDS | {i for i in media_ids if i is not None} | set(extra_suppressed)
-        return cls(frozenset(eos_ids | {EOS_ID, END_OF_TURN_ID}), frozenset(suppressed))
+        # After its calls the model stops at <|tool_response>, where the results go.
+        stop_ids = eos_ids | {EOS_ID, END_OF_TURN_ID, TOOL_RESPONSE_START_ID}
+        return cls(frozenset(stop_ids), frozenset(suppressed))
 
 
 class ThinkingFilter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,9 @@ from PIL import Image
 
 from .conversation_cache import CacheSnapshot, ConversationCache
 from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
+from .gemma4.call_stream import CallStream, ParsedCall
+from .gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
+from .gemma4.tools import TOOL_TOKEN_IDS
 from .loading import LoadedModel, load_model
 from .media import MediaEncoder
 from .port import (
@@ -27,6 +31,8 @@ from .port import (
     StopReason,
     TextDelta,
     TextPart,
+    ToolCall,
+    ToolSpec,
     Turn,
     Usage,
 )
@@ -41,7 +47,7 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 # A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
 # the worker can step the next session.
-Step = TextDelta | None
+Step = TextDelta | ToolCall | None
 
 
 def _never() -> bool:
@@ -59,15 +65,35 @@ class _Session:
 
 
 class _Answer:
+    """The answer's tokens, split into the text its deltas carry and the tool calls it makes."""
+
     def __init__(self, tokenizer: Any) -> None:
         self.token_ids: list[int] = []
         self.text = ""
+        self.call_ids: list[str] = []
         self._thinking = ThinkingFilter()
         self._detokenizer = StreamingDetokenizer(tokenizer)
+        self._calls = CallStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self._open_call_at = 0
 
-    def add(self, token_id: int) -> str:
+    def add(self, token_id: int) -> str | ParsedCall:
         self.token_ids.append(token_id)
-        delta = self._detokenizer.add(token_id) if self._thinking.visible(token_id) else ""
+        if not self._thinking.visible(token_id):
+            return ""
+        was_inside = self._calls.inside_call
+        routed = self._calls.route(token_id)
+        if routed is True:
+            delta = self._detokenizer.add(token_id)
+        elif routed is False:
+            if was_inside:
+                return ""
+            # A call starts: the text before it goes out whole first.
+            self._open_call_at = len(self.token_ids) - 1
+            delta = self._detokenizer.flush()
+        elif isinstance(routed, ParsedCall):
+            return routed
+        else:
+            delta = routed
         self.text += delta
         return delta
 
@@ -77,7 +103,9 @@ class _Answer:
         return tail
 
     def reply(self) -> Reply:
-        return Reply(tuple(self.token_ids), self.text)
+        # A call cut off (cancelled, out of tokens) was never made: it is not replayed either.
+        token_ids = self.token_ids[: self._open_call_at] if self._calls.inside_call else self.token_ids
+        return Reply(tuple(token_ids), self.text, tuple(self.call_ids))
 
 
 class MlxBackend:
@@ -112,7 +140,13 @@ class MlxBackend:
         # The processor registers <|video|> itself when the tokenizer lacks it.
         video_id = getattr(processor, "video_token_id", None)
         self._rules = TokenRules.for_model(model.config, extra_suppressed=[video_id] if video_id else [])
-        self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
+        vocab_size = model.config.text_config.vocab_size
+        self._suppressed = suppression_mask(self._rules.suppressed_ids, vocab_size)
+        # Without tools in the prompt no tool syntax may appear in an answer.
+        without_tools = self._rules.suppressed_ids | TOOL_TOKEN_IDS
+        self._suppressed_without_tools = suppression_mask(without_tools, vocab_size)
+        self._vocab_size = vocab_size
+        self._grammar_tokenizer: Any = None
         self._prefiller = Prefiller(model)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
@@ -125,7 +159,9 @@ class MlxBackend:
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
         answer = _Answer(self.loaded.processor.tokenizer)
-        prompt = self._renderer.render(request.instructions, request.turns, session.replies)
+        prompt = self._renderer.render(
+            request.instructions, request.turns, session.replies, _declared_tools(request)
+        )
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
             present = {turn.item_id for turn in request.turns}
@@ -198,7 +234,10 @@ class MlxBackend:
     def render_prompt(self, request: GenerationRequest) -> Prompt:
         """The ids and keys generate() would prefill for this request, media spans included."""
         return self._renderer.render(
-            request.instructions, request.turns, self._session(request.session_id).replies
+            request.instructions,
+            request.turns,
+            self._session(request.session_id).replies,
+            _declared_tools(request),
         )
 
     def cached_keys(self, session_id: str) -> tuple[Key, ...]:
@@ -331,13 +370,17 @@ class MlxBackend:
         answer: _Answer,
         should_stop: Callable[[], bool],
     ) -> Generator[Step, None, StopReason]:
-        sampler = Sampler(request.sampling, self._suppressed)
+        constraint = self._tool_constraint(request)
+        sampler = Sampler(request.sampling, self._suppression(request), constraint)
         limit = request.max_output_tokens or self._max_output_tokens
         token = sampler(logits)
         while True:
             if should_stop():
                 return "cancelled"
             last = len(answer.token_ids) + 1 >= limit
+            if constraint is not None:
+                # The next step's mask depends on this token, so it is read before that step is queued.
+                constraint.advance(int(token.item()))
             if not last:
                 # As mlx-lm: the next step is queued before this token is read, so the device computes
                 # while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
@@ -352,14 +395,34 @@ class MlxBackend:
                 if tail:
                     yield TextDelta(request.response_id, tail)
                 return "end_of_turn"
-            delta = answer.add(token_id)
+            step = self._output(request, answer, answer.add(token_id))
             if last:
-                text = delta + answer.flush()
-                if text:
-                    yield TextDelta(request.response_id, text)
+                tail = answer.flush()
+                if step is not None:
+                    yield step
+                if tail:
+                    yield TextDelta(request.response_id, tail)
                 return "max_tokens"
-            yield TextDelta(request.response_id, delta) if delta else None
+            yield step
             token = next_token
+
+    def _output(self, request: GenerationRequest, answer: _Answer, added: str | ParsedCall) -> Step:
+        if isinstance(added, ParsedCall):
+            call_id = f"call_{secrets.token_hex(12)}"
+            answer.call_ids.append(call_id)
+            return ToolCall(request.response_id, call_id, added.name, added.arguments)
+        return TextDelta(request.response_id, added) if added else None
+
+    def _suppression(self, request: GenerationRequest) -> mx.array:
+        return self._suppressed if _declared_tools(request) else self._suppressed_without_tools
+
+    def _tool_constraint(self, request: GenerationRequest) -> ToolCallConstraint | None:
+        if request.tool_choice in ("auto", "none") or not request.tools:
+            return None
+        if self._grammar_tokenizer is None:
+            self._grammar_tokenizer = grammar_tokenizer(self.loaded.processor.tokenizer, self._vocab_size)
+        grammar = call_grammar(request.tools, request.tool_choice)
+        return ToolCallConstraint(self._grammar_tokenizer, grammar, self._vocab_size)
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:
@@ -388,6 +451,10 @@ class MlxBackend:
         for _ in self.generate(request, _never):
             pass
         self.drop_session(request.session_id)
+
+
+def _declared_tools(request: GenerationRequest) -> tuple[ToolSpec, ...]:
+    return () if request.tool_choice == "none" else request.tools
 
 
 def _input_usage(prompt: Prompt, n_cached: int) -> Usage:

@@ -93,7 +93,7 @@ def render_opening(renderer: PromptRenderer, start: AudioTurnStart, replies: Map
     """
     empty = AudioPart(np.zeros(0, np.float32), start.audio_key)
     turn = Turn("user", (*start.images, empty), start.item_id)
-    prompt = renderer.render(start.instructions, (*start.turns, turn), replies)
+    prompt = renderer.render(start.instructions, (*start.turns, turn), replies, start.tools)
     audio_start = next(span.start for span in prompt.media if span.part is empty)
     media = tuple(span for span in prompt.media if span.start < audio_start)
     return Prompt(prompt.ids[:audio_start], prompt.keys[:audio_start], media)
