@@ -15,8 +15,6 @@ import numpy as np
 from PIL import Image
 
 ENGINE_SAMPLE_RATE_HZ = 16_000
-# Gemma 4 hears at most 30 s per audio clip (750 tokens of 40 ms); longer turns are split into clips.
-MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
 
 # "tool": a function_call_output, the result of a call the assistant made.
 Role = Literal["system", "user", "assistant", "tool"]
@@ -33,7 +31,8 @@ class AudioPart:
     """Mono float32 samples in [-1, 1] at ENGINE_SAMPLE_RATE_HZ."""
 
     samples: np.ndarray
-    # Stable identity of this clip (item id + content index); the prompt cache compares keys, not samples.
+    # Stable identity of this audio (item id + content index); the prompt cache compares keys, not samples.
+    # Any length: the engine cuts what its model cannot hear at once into clips.
     key: str
 
 
@@ -114,6 +113,11 @@ class GenerationRequest:
     tools: tuple[ToolSpec, ...] = ()
     # "required" and a NamedTool are enforced while decoding; "none" leaves the tools out of the prompt.
     tool_choice: ToolChoice = "auto"
+
+    @property
+    def declared_tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the prompt declares: none when tool_choice is "none"."""
+        return () if self.tool_choice == "none" else self.tools
 
 
 @dataclass(frozen=True)

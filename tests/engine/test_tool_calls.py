@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-from realtime.engine.gemma4.tools import TOOL_CALL_START_ID, TOOL_START_ID
+from realtime.engine.demo_model import build_demo_model
+from realtime.engine.gemma4.loading import load_model
+from realtime.engine.gemma4.tokens import TOOL_CALL_START_ID, TOOL_START_ID
+from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
     GenerationDone,
     NamedTool,
@@ -17,7 +20,8 @@ from realtime.engine.port import (
     ToolSpec,
     Turn,
 )
-from tests.engine.test_mlx_backend import backend, loaded, request, user  # noqa: F401 - fixtures
+from tests.engine.backend_state import render_prompt, reply
+from tests.engine.test_mlx_backend import request, user
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +47,14 @@ WEATHER = ToolSpec(
 )
 PING = ToolSpec("ping", "", {"type": "object", "properties": {}})
 TOOLS = (WEATHER, PING)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    model = load_model(build_demo_model(tmp_path_factory.mktemp("demo"), seed=0, model_type="gemma4"))
+    backend = MlxBackend(model, prefill_chunk_tokens=64)
+    backend.load()
+    return backend
 
 
 def generate(backend, req, should_stop=lambda: False):
@@ -76,9 +88,9 @@ def test_required_gives_a_valid_call_with_nested_arguments_and_no_text(backend):
             check_weather_arguments(call.arguments)
         else:
             assert json.loads(call.arguments) == {}
-    reply = backend.reply(req.session_id, req.output_item_id)
-    assert reply.call_ids == tuple(c.call_id for c in calls) and reply.text == ""
-    assert reply.token_ids.count(TOOL_CALL_START_ID) == len(calls)
+    stored = reply(backend, req.session_id, req.output_item_id)
+    assert stored.call_ids == tuple(c.call_id for c in calls) and stored.text == ""
+    assert stored.token_ids.count(TOOL_CALL_START_ID) == len(calls)
 
 
 def test_a_named_tool_gives_exactly_one_call_of_it(backend):
@@ -92,9 +104,9 @@ def test_a_named_tool_gives_exactly_one_call_of_it(backend):
 def test_auto_declares_the_tools_and_none_leaves_them_out(backend):
     auto = request([user("hi")], tools=TOOLS, tool_choice="auto")
     none = request([user("hi")], tools=TOOLS, tool_choice="none")
-    assert TOOL_START_ID in backend.render_prompt(auto).ids
-    assert TOOL_START_ID not in backend.render_prompt(none).ids
-    assert backend.render_prompt(none).ids == backend.render_prompt(request([user("hi")])).ids
+    assert TOOL_START_ID in render_prompt(backend, auto).ids
+    assert TOOL_START_ID not in render_prompt(backend, none).ids
+    assert render_prompt(backend, none).ids == render_prompt(backend, request([user("hi")])).ids
     outputs, done = generate(backend, none)
     assert not calls_of(outputs) and done.stop_reason in ("end_of_turn", "max_tokens")
     outputs, done = generate(backend, auto)
@@ -110,8 +122,8 @@ def test_two_calls_in_one_response(backend):
     assert [(c.name, c.arguments) for c in calls_of(outputs)] == [("pong", "{}"), ("pong", "{}")]
     assert len({c.call_id for c in calls_of(outputs)}) == 2
     assert done.stop_reason == "end_of_turn"
-    reply = backend.reply(req.session_id, req.output_item_id)
-    assert reply.call_ids == tuple(c.call_id for c in calls_of(outputs))
+    stored = reply(backend, req.session_id, req.output_item_id)
+    assert stored.call_ids == tuple(c.call_id for c in calls_of(outputs))
 
 
 def test_a_response_cancelled_mid_call_makes_no_call_and_replays_none(backend):
@@ -129,8 +141,8 @@ def test_a_response_cancelled_mid_call_makes_no_call_and_replays_none(backend):
     assert done.stop_reason == "cancelled" and done.usage.output_tokens > 0
     assert not calls_of(outputs) and not [o for o in outputs if isinstance(o, TextDelta)]
     # The unfinished call's tokens are not replayed as part of the answer.
-    reply = backend.reply(req.session_id, req.output_item_id)
-    assert TOOL_CALL_START_ID not in reply.token_ids and reply.call_ids == ()
+    stored = reply(backend, req.session_id, req.output_item_id)
+    assert TOOL_CALL_START_ID not in stored.token_ids and stored.call_ids == ()
 
 
 def test_a_tool_round_replays_from_the_cache_and_matches_a_cold_run(backend):
@@ -144,16 +156,16 @@ def test_a_tool_round_replays_from_the_cache_and_matches_a_cold_run(backend):
         Turn("assistant", (ToolCallPart(call.call_id, call.name, call.arguments),), first.output_item_id),
         Turn("tool", (ToolResultPart(call.call_id, call.name, result),), "out-1"),
     )
-    reply = backend.reply("tool-round", first.output_item_id)
+    stored = reply(backend, "tool-round", first.output_item_id)
     second = request(turns, session_id="tool-round", max_tokens=12, tools=TOOLS)
-    prompt = backend.render_prompt(second)
+    prompt = render_prompt(backend, second)
     # The model's own call tokens, then the result, with the model's turn left open to go on.
     n_first = first_done.usage.input_tokens
-    assert prompt.ids[n_first : n_first + len(reply.token_ids)] == reply.token_ids
+    assert prompt.ids[n_first : n_first + len(stored.token_ids)] == stored.token_ids
     assert prompt.ids[-1] != 105
     warm_outputs, warm_done = generate(backend, second)
     # Cached: the first prompt, every answer token, and the stop token <|tool_response> (fed too).
-    assert warm_done.usage.cached_tokens == n_first + len(reply.token_ids) + 1
+    assert warm_done.usage.cached_tokens == n_first + len(stored.token_ids) + 1
     cold = request(turns, session_id="tool-round", max_tokens=12, tools=TOOLS, use_session_cache=False)
     cold_outputs, cold_done = generate(backend, cold)
     assert cold_done.usage.cached_tokens == 0
@@ -174,7 +186,7 @@ def test_a_client_written_call_renders_in_gemma_notation(backend):
         Turn("tool", (ToolResultPart("c1", "ping", "done"),), "t1"),
         user("thanks"),
     ]
-    prompt = backend.render_prompt(request(turns, tools=(PING,)))
+    prompt = render_prompt(backend, request(turns, tools=(PING,)))
     tokenizer = backend.loaded.processor.tokenizer
     text = tokenizer.decode(list(prompt.ids), skip_special_tokens=False)
     assert (

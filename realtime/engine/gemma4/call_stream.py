@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .tools import QUOTE_ID, TOOL_CALL_END_ID, TOOL_CALL_START_ID, ToolSyntaxError, parse_call
+from .tokens import QUOTE_ID, TOOL_CALL_END_ID, TOOL_CALL_START_ID
+from .tools import ToolSyntaxError, parse_call
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import mlx.core as mx
 import numpy as np
 
 from ..port import NamedTool, ToolChoice, ToolSpec
-from .tools import QUOTE_ID, TOOL_CALL_END_ID, TOOL_CALL_START_ID, TOOL_RESPONSE_START_ID, value_pieces
+from .tokens import QUOTE_ID, TOOL_CALL_END_ID, TOOL_CALL_START_ID, TOOL_RESPONSE_START_ID
+from .tools import value_pieces
 
 DEFAULT_MAX_STRING_CHARS = 256
 DEFAULT_MAX_ITEMS = 16

@@ -13,16 +13,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..port import ToolCallPart, ToolResultPart, ToolSpec
-
-# Gemma 4 ids (public tokenizer files).
-TOOL_START_ID = 46
-TOOL_END_ID = 47
-TOOL_CALL_START_ID = 48
-TOOL_CALL_END_ID = 49
-TOOL_RESPONSE_START_ID = 50
-TOOL_RESPONSE_END_ID = 51
-QUOTE_ID = 52
-TOOL_TOKEN_IDS = frozenset(range(TOOL_START_ID, QUOTE_ID + 1))
+from .tokens import (
+    QUOTE_ID,
+    TOOL_CALL_END_ID,
+    TOOL_CALL_START_ID,
+    TOOL_END_ID,
+    TOOL_RESPONSE_END_ID,
+    TOOL_RESPONSE_START_ID,
+    TOOL_START_ID,
+)
 
 Piece = str | int
 

@@ -6,11 +6,9 @@ import pytest
 
 from realtime.engine.demo_model import build_tokenizer
 from realtime.engine.gemma4.call_stream import CallStream, ParsedCall
+from realtime.engine.gemma4.tokens import QUOTE_ID, TOOL_CALL_START_ID, TOOL_RESPONSE_START_ID
 from realtime.engine.gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
 from realtime.engine.gemma4.tools import (
-    QUOTE_ID,
-    TOOL_CALL_START_ID,
-    TOOL_RESPONSE_START_ID,
     ToolSyntaxError,
     call_pieces,
     declaration_pieces,
