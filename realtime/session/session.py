@@ -22,11 +22,15 @@ pins the camera frames current at that moment, and, if a response is streaming a
 buffer, commits it as a user item (frames first, then audio) and, with `create_response`, starts a
 response — or queues it until the streaming one has ended.
 
-Responses. At most one response runs at a time. Starting one emits `response.created`, the output
-item and its empty text part at once, and sends StartGeneration with the whole conversation as
-engine turns (the engine's prompt cache makes resending it cheap). Text deltas stream through as
-they come. A cancel only asks the engine to stop: the response ends when the engine says so, with
-the text it really produced and its usage, so what the client saw, what the conversation holds and
+Responses. At most one response runs at a time. Starting one emits `response.created` and sends
+StartGeneration with the whole conversation as engine turns (the engine's prompt cache makes
+resending it cheap), with the tools and tool_choice in effect. Output items open as the engine's
+outputs arrive: the first text delta opens the message (item, then its empty text part), each
+ToolCall is one function_call item, opened and closed at once (a message still open closes first).
+Output items sit in the conversation where the response began. A function_call_output the client
+sends must answer a call the conversation holds; the next response carries it as a tool turn. A
+cancel only asks the engine to stop: the response ends when the engine says so, with the text and
+calls it really produced and its usage, so what the client saw, what the conversation holds and
 what the engine's cache holds always agree.
 """
 
