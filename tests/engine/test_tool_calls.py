@@ -3,6 +3,7 @@ cancellation inside a call, and a tool round replayed from the cache."""
 
 import json
 
+import numpy as np
 import pytest
 
 from realtime.engine.demo_model import build_demo_model
@@ -10,6 +11,9 @@ from realtime.engine.gemma4.loading import load_model
 from realtime.engine.gemma4.tokens import TOOL_CALL_START_ID, TOOL_START_ID
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioPart,
+    AudioTurnStart,
     GenerationDone,
     NamedTool,
     TextDelta,
@@ -20,7 +24,7 @@ from realtime.engine.port import (
     ToolSpec,
     Turn,
 )
-from tests.engine.backend_state import render_prompt, reply
+from tests.engine.backend_state import cached_keys, render_prompt, reply
 from tests.engine.test_mlx_backend import request, user
 
 pytestmark = pytest.mark.slow
@@ -193,3 +197,22 @@ def test_a_client_written_call_renders_in_gemma_notation(backend):
         '<|turn>model\nSure.<|tool_call>call:ping{q:<|"|>say "hi", {x}: ü<|"|>,n:[1,{k:null}]}<tool_call|>'
         '<|tool_response>response:ping{value:<|"|>done<|"|>}<tool_response|><turn|>\n<|turn>user\nthanks<turn|>'
     ) in text
+
+
+def test_a_turn_streamed_with_tools_declared_continues_into_its_answer(backend):
+    samples = np.random.default_rng(3).uniform(-0.3, 0.3, 3 * ENGINE_SAMPLE_RATE_HZ).astype(np.float32)
+    turn = Turn("user", (AudioPart(samples, "spoken/0"),), "spoken")
+    start = AudioTurnStart("stream-tools", "Be brief.", (), "spoken", (), "spoken/0", tools=TOOLS)
+    for _ in backend.begin_audio_turn(start):
+        pass
+    for _ in backend.append_audio_turn("stream-tools", samples):
+        pass
+    req = request([turn], session_id="stream-tools", instructions="Be brief.", tools=TOOLS,
+                  tool_choice=NamedTool("ping"))
+    prompt = render_prompt(backend, req)
+    held = cached_keys(backend, "stream-tools")
+    # The declarations and most of the audio were prefilled while the user spoke.
+    assert held == prompt.keys[: len(held)] and len(held) > prompt.media[0].start + 50
+    outputs, done = generate(backend, req)
+    assert done.usage.cached_tokens == len(held)
+    assert [c.name for c in calls_of(outputs)] == ["ping"]

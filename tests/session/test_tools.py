@@ -6,6 +6,7 @@ import pytest
 
 from realtime.engine.fake_backend import FakeBackend
 from realtime.engine.port import (
+    BeginAudioTurn,
     GenerationDone,
     NamedTool,
     TextDelta,
@@ -14,6 +15,7 @@ from realtime.engine.port import (
     ToolResultPart,
     Usage,
 )
+from tests.conftest import pcm16_b64, tone
 from tests.session.test_session import drain, drive, make_session, run_engine, types, user_text
 
 WEATHER = {
@@ -197,3 +199,15 @@ def test_a_response_cancelled_mid_call_has_no_call_item():
     # A late call for a finished response is ignored.
     session.receive_engine_output(ToolCall(response_id, "c9", "get_weather", "{}"))
     assert drain(session) == ([], [])
+
+
+def test_a_streamed_turn_is_prefilled_with_the_tools_its_answer_will_declare():
+    session = make_session()
+    drive(session, tools_update([WEATHER]))
+    _, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(400))})
+    (begin,) = [c for c in commands if isinstance(c, BeginAudioTurn)]
+    assert [t.name for t in begin.start.tools] == ["get_weather"]
+    drive(session, {"type": "input_audio_buffer.clear"}, tools_update([WEATHER], "none"))
+    _, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(400))})
+    (begin,) = [c for c in commands if isinstance(c, BeginAudioTurn)]
+    assert begin.start.tools == ()
