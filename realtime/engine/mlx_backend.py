@@ -148,7 +148,9 @@ class MlxBackend:
         without_tools = self._rules.suppressed_ids | TOOL_TOKEN_IDS
         self._suppressed_without_tools = suppression_mask(without_tools, vocab_size)
         self._vocab_size = vocab_size
-        self._grammar_tokenizer: Any = None
+        # About a second (more on a busy CPU): paid here, not by the first tool call, which would stall every
+        # session on the engine thread.
+        self._grammar_tokenizer = grammar_tokenizer(processor.tokenizer, vocab_size)
         self._prefiller = Prefiller(model)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
@@ -396,8 +398,6 @@ class MlxBackend:
     def _tool_constraint(self, request: GenerationRequest) -> ToolCallConstraint | None:
         if request.tool_choice in ("auto", "none") or not request.tools:
             return None
-        if self._grammar_tokenizer is None:
-            self._grammar_tokenizer = grammar_tokenizer(self.loaded.processor.tokenizer, self._vocab_size)
         grammar = call_grammar(request.tools, request.tool_choice)
         return ToolCallConstraint(self._grammar_tokenizer, grammar, self._vocab_size)
 
