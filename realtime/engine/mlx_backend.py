@@ -14,9 +14,8 @@ import numpy as np
 from PIL import Image
 
 from .conversation_cache import ConversationCache
-from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
 from .gemma4.audio_encoder import stream_encoder
-from .gemma4.call_stream import CallStream, ParsedCall
+from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.language_model import Prefiller
 from .gemma4.loading import LoadedModel, load_model
@@ -64,50 +63,6 @@ class _Session:
     busy: bool = False
     # The user turn being prefilled while it is spoken, if any.
     stream: TurnStream | None = None
-
-
-class _Answer:
-    """The answer's tokens, split into the text its deltas carry and the tool calls it makes."""
-
-    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
-        self.token_ids: list[int] = []
-        self.text = ""
-        self.call_ids: list[str] = []
-        self._thinking = ThinkingFilter(rules.hidden_span)
-        self._detokenizer = StreamingDetokenizer(tokenizer)
-        self._calls = CallStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
-        self._open_call_at = 0
-
-    def add(self, token_id: int) -> str | ParsedCall:
-        self.token_ids.append(token_id)
-        if not self._thinking.visible(token_id):
-            return ""
-        was_inside = self._calls.inside_call
-        routed = self._calls.route(token_id)
-        if routed is True:
-            delta = self._detokenizer.add(token_id)
-        elif routed is False:
-            if was_inside:
-                return ""
-            # A call starts: the text before it goes out whole first.
-            self._open_call_at = len(self.token_ids) - 1
-            delta = self._detokenizer.flush()
-        elif isinstance(routed, ParsedCall):
-            return routed
-        else:
-            delta = routed
-        self.text += delta
-        return delta
-
-    def flush(self) -> str:
-        tail = self._detokenizer.flush()
-        self.text += tail
-        return tail
-
-    def reply(self) -> Reply:
-        # A call cut off (cancelled, out of tokens) was never made: it is not replayed either.
-        token_ids = self.token_ids[: self._open_call_at] if self._calls.inside_call else self.token_ids
-        return Reply(tuple(token_ids), self.text, tuple(self.call_ids))
 
 
 class MlxBackend:
@@ -162,7 +117,7 @@ class MlxBackend:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
-        answer = _Answer(self.loaded.processor.tokenizer, self._rules)
+        answer = Answer(self.loaded.processor.tokenizer, self._rules)
         prompt = self._renderer.render(
             request.instructions, request.turns, session.replies, request.declared_tools
         )
@@ -271,7 +226,7 @@ class MlxBackend:
         request: GenerationRequest,
         prompt: Prompt,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
         n_cached_on_arrival: int | None,
     ) -> Generator[Step, None, GenerationDone]:
@@ -346,7 +301,7 @@ class MlxBackend:
         request: GenerationRequest,
         logits: mx.array,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
     ) -> Generator[Step, None, StopReason]:
         constraint = self._tool_constraint(request)
@@ -375,17 +330,15 @@ class MlxBackend:
                     yield TextDelta(request.response_id, tail)
                 return "end_of_turn"
             step = self._output(request, answer, answer.add(token_id))
+            yield step
             if last:
                 tail = answer.flush()
-                if step is not None:
-                    yield step
                 if tail:
                     yield TextDelta(request.response_id, tail)
                 return "max_tokens"
-            yield step
             token = next_token
 
-    def _output(self, request: GenerationRequest, answer: _Answer, added: str | ParsedCall) -> Step:
+    def _output(self, request: GenerationRequest, answer: Answer, added: str | ParsedCall) -> Step:
         if isinstance(added, ParsedCall):
             call_id = f"call_{secrets.token_hex(12)}"
             answer.call_ids.append(call_id)

@@ -1,10 +1,13 @@
-"""Splits an answer's token stream into text tokens and complete tool calls, as the tokens arrive."""
+"""Splits an answer's token stream into text and complete tool calls, as the tokens arrive."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from ..decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
+from ..prompt import Reply
 from .tokens import QUOTE_ID, TOOL_CALL_END_ID, TOOL_CALL_START_ID
 from .tools import ToolSyntaxError, parse_call
 
@@ -50,3 +53,47 @@ class CallStream:
             return ParsedCall(*parse_call(texts))
         except ToolSyntaxError:
             return '<|"|>'.join(texts)
+
+
+class Answer:
+    """The answer's tokens, split into the text its deltas carry and the tool calls it makes."""
+
+    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
+        self.token_ids: list[int] = []
+        self.text = ""
+        self.call_ids: list[str] = []
+        self._thinking = ThinkingFilter(rules.hidden_span)
+        self._detokenizer = StreamingDetokenizer(tokenizer)
+        self._calls = CallStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+        self._open_call_at = 0
+
+    def add(self, token_id: int) -> str | ParsedCall:
+        self.token_ids.append(token_id)
+        if not self._thinking.visible(token_id):
+            return ""
+        was_inside = self._calls.inside_call
+        routed = self._calls.route(token_id)
+        if routed is True:
+            delta = self._detokenizer.add(token_id)
+        elif routed is False:
+            if was_inside:
+                return ""
+            # A call starts: the text before it goes out whole first.
+            self._open_call_at = len(self.token_ids) - 1
+            delta = self._detokenizer.flush()
+        elif isinstance(routed, ParsedCall):
+            return routed
+        else:
+            delta = routed
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        tail = self._detokenizer.flush()
+        self.text += tail
+        return tail
+
+    def reply(self) -> Reply:
+        # A call cut off (cancelled, out of tokens) was never made: it is not replayed either.
+        token_ids = self.token_ids[: self._open_call_at] if self._calls.inside_call else self.token_ids
+        return Reply(tuple(token_ids), self.text, tuple(self.call_ids))
