@@ -331,6 +331,8 @@ class MlxBackend:
                 return "end_of_turn"
             step = self._output(request, answer, answer.add(token_id))
             yield step
+            if isinstance(step, ToolCall) and not request.parallel_tool_calls:
+                return "end_of_turn"
             if last:
                 tail = answer.flush()
                 if tail:
@@ -351,7 +353,7 @@ class MlxBackend:
     def _tool_constraint(self, request: GenerationRequest) -> ToolCallConstraint | None:
         if request.tool_choice in ("auto", "none") or not request.tools:
             return None
-        grammar = call_grammar(request.tools, request.tool_choice)
+        grammar = call_grammar(request.tools, request.tool_choice, request.parallel_tool_calls)
         return ToolCallConstraint(self._grammar_tokenizer, grammar, self._vocab_size)
 
     def _session(self, session_id: str) -> _Session:

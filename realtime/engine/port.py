@@ -113,6 +113,8 @@ class GenerationRequest:
     tools: tuple[ToolSpec, ...] = ()
     # "required" and a NamedTool are enforced while decoding; "none" leaves the tools out of the prompt.
     tool_choice: ToolChoice = "auto"
+    # False: at most one call per answer (the answer ends after it).
+    parallel_tool_calls: bool = True
 
     @property
     def declared_tools(self) -> tuple[ToolSpec, ...]:

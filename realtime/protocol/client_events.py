@@ -85,6 +85,7 @@ class SessionPatch(Struct):
     # Checked by the session (session/tools.py), which names the field at fault.
     tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
     # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Any | UnsetType = UNSET
     truncation: Any | UnsetType = UNSET
@@ -107,6 +108,7 @@ class ResponseSpec(Struct):
     temperature: float | UnsetType = UNSET
     tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
     audio: Any | UnsetType = UNSET
 
 

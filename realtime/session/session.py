@@ -61,8 +61,6 @@ from ..engine.port import (
     StartGeneration,
     TextDelta,
     ToolCall,
-    ToolChoice,
-    ToolSpec,
 )
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
@@ -437,7 +435,7 @@ class Session:
                 param="response.conversation",
             )
         turns = tuple(to_turn(item) for item in self._response_input(spec))
-        tools, tool_choice = self._response_tools(spec)
+        tool_settings = self._response_tools(spec)
         max_tokens = self.settings.max_output_tokens
         if spec.max_output_tokens is not UNSET:
             max_tokens = parse_max_output_tokens(spec.max_output_tokens, "response.max_output_tokens")
@@ -461,8 +459,7 @@ class Session:
             max_output_tokens=max_tokens,
             sampling=SamplingSettings(temperature=temperature),
             use_session_cache=in_conversation,
-            tools=tools,
-            tool_choice=tool_choice,
+            **tool_settings,
         )
         self._response = response
         # Output items sit where the response began, even if the user spoke meanwhile.
@@ -471,7 +468,8 @@ class Session:
         self._emit(se.ResponseCreated(response=response.to_wire("in_progress")))
         self._commands.append(StartGeneration(request))
 
-    def _response_tools(self, spec: ce.ResponseSpec) -> tuple[tuple[ToolSpec, ...], ToolChoice]:
+    def _response_tools(self, spec: ce.ResponseSpec) -> dict[str, Any]:
+        """The GenerationRequest's tool fields: the session's, overridden by the response's."""
         tools = self.settings.tools
         if spec.tools is not UNSET:
             tools = parse_tools(spec.tools, "response.tools")
@@ -479,7 +477,10 @@ class Session:
         if spec.tool_choice is not UNSET:
             choice = parse_tool_choice(spec.tool_choice, "response.tool_choice")
         check_tool_choice(choice, tools, "response.tool_choice")
-        return tools, choice
+        parallel = self.settings.parallel_tool_calls
+        if spec.parallel_tool_calls is not UNSET:
+            parallel = spec.parallel_tool_calls
+        return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
 
     def _output_item_added(self, item: Item) -> list[se.ServerEvent]:
         after = self._output_after

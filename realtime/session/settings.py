@@ -108,6 +108,7 @@ class SessionSettings:
     frames_min_interval_ms: int = 0
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
 
     def patched(self, patch: SessionPatch) -> SessionSettings:
         """Only the fields present change; raises ProtocolError and leaves self untouched."""
@@ -146,6 +147,8 @@ class SessionSettings:
             changes["tools"] = parse_tools(patch.tools, "session.tools")
         if patch.tool_choice is not UNSET:
             changes["tool_choice"] = parse_tool_choice(patch.tool_choice, "session.tool_choice")
+        if patch.parallel_tool_calls is not UNSET:
+            changes["parallel_tool_calls"] = patch.parallel_tool_calls
         if changes:
             tools = changes.get("tools", self.tools)
             check_tool_choice(changes.get("tool_choice", self.tool_choice), tools, "session.tool_choice")
@@ -202,6 +205,7 @@ class SessionSettings:
             },
             "tools": tools_to_wire(self.tools),
             "tool_choice": tool_choice_to_wire(self.tool_choice),
+            "parallel_tool_calls": self.parallel_tool_calls,
             "tracing": None,
             "frames": {
                 "max_per_turn": self.frames_max_per_turn,

@@ -130,6 +130,16 @@ def test_two_calls_in_one_response(backend):
     assert stored.call_ids == tuple(c.call_id for c in calls_of(outputs))
 
 
+def test_without_parallel_calls_the_answer_ends_after_one(backend):
+    pong = ToolSpec("pong", "", {"type": "object", "properties": {}})
+    req = request([user("Please ping.")], max_tokens=40, tools=(PING, pong), tool_choice="required",
+                  parallel_tool_calls=False)
+    outputs, done = generate(backend, req)
+    # The prompt that chains two calls above, held to one.
+    assert [(c.name, c.arguments) for c in calls_of(outputs)] == [("pong", "{}")]
+    assert done.stop_reason == "end_of_turn"
+
+
 def test_a_response_cancelled_mid_call_makes_no_call_and_replays_none(backend):
     req = request([user("Weather?")], max_tokens=120, tools=TOOLS, tool_choice=NamedTool("get_weather"))
     n_steps = 0

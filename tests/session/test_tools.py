@@ -211,3 +211,14 @@ def test_a_streamed_turn_is_prefilled_with_the_tools_its_answer_will_declare():
     _, commands = drive(session, {"type": "input_audio_buffer.append", "audio": pcm16_b64(tone(400))})
     (begin,) = [c for c in commands if isinstance(c, BeginAudioTurn)]
     assert begin.start.tools == ()
+
+
+def test_parallel_tool_calls_is_stated_and_reaches_the_engine():
+    session = make_session()
+    events, _ = drive(session, {"type": "session.update", "session": {"tools": [TIME], "parallel_tool_calls": False}})
+    assert events[0]["session"]["parallel_tool_calls"] is False
+    _, commands = drive(session, user_text("time?"), {"type": "response.create"})
+    assert commands[0].request.parallel_tool_calls is False
+    run_engine(session, commands)
+    _, commands = drive(session, {"type": "response.create", "response": {"parallel_tool_calls": True}})
+    assert commands[0].request.parallel_tool_calls is True

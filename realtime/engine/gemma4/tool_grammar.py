@@ -134,9 +134,9 @@ class _GrammarWriter:
         return self.rule(f'"{{" "}}" | "{{" {member} ("," {member}){{0,{DEFAULT_MAX_ITEMS - 1}}} "}}"')
 
 
-def call_grammar(tools: Sequence[ToolSpec], choice: ToolChoice) -> str:
-    """A lark grammar for the whole answer: one call of the named tool, or one or more calls of any,
-    then `<|tool_response>`, where the answer stops for the results."""
+def call_grammar(tools: Sequence[ToolSpec], choice: ToolChoice, parallel: bool = True) -> str:
+    """A lark grammar for the whole answer: one call of the named tool, or one or more calls of any
+    (one when not `parallel`), then `<|tool_response>`, where the answer stops for the results."""
     writer = _GrammarWriter()
     chosen = [t for t in tools if not isinstance(choice, NamedTool) or t.name == choice.name]
     calls = [
@@ -147,7 +147,7 @@ def call_grammar(tools: Sequence[ToolSpec], choice: ToolChoice) -> str:
         for tool in chosen
     ]
     call = writer.rule(" | ".join(calls))
-    repeat = "" if isinstance(choice, NamedTool) else "+"
+    repeat = "+" if parallel and not isinstance(choice, NamedTool) else ""
     return "\n".join([f"start: {call}{repeat} {_token(TOOL_RESPONSE_START_ID)}", *writer.rules])
 
 
