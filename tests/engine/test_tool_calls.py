@@ -9,6 +9,7 @@ import pytest
 from realtime.engine.demo_model import build_demo_model
 from realtime.engine.gemma4.loading import load_model
 from realtime.engine.gemma4.tokens import TOOL_CALL_START_ID, TOOL_START_ID
+from realtime.engine.gemma4.tools import call_pieces
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
     ENGINE_SAMPLE_RATE_HZ,
@@ -25,7 +26,7 @@ from realtime.engine.port import (
     Turn,
 )
 from tests.engine.backend_state import cached_keys, render_prompt, reply
-from tests.engine.test_mlx_backend import request, user
+from tests.engine.test_mlx_backend import request, scripted_head, user
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +227,55 @@ def test_a_turn_streamed_with_tools_declared_continues_into_its_answer(backend):
     outputs, done = generate(backend, req)
     assert done.usage.cached_tokens == len(held)
     assert [c.name for c in calls_of(outputs)] == ["ping"]
+
+
+def scripted(prompt_last_id: int, script: list[int]):
+    """Bias the head so the answer is exactly `script`: from the prompt's last token on, each step
+    forces the next scripted token (a chunk boundary that merely ends like the prompt restarts it)."""
+    state = {"next": None}
+
+    def bias_for(last_id: int) -> dict[int, float]:
+        at = state["next"]
+        if at is not None and at < len(script) and last_id == script[at]:
+            state["next"] = at + 1
+        elif last_id == prompt_last_id:
+            state["next"] = 0
+        else:
+            return {}
+        at = state["next"]
+        return {script[at]: 100.0} if at < len(script) else {}
+
+    return bias_for
+
+
+def piece_ids(tokenizer, pieces) -> list[int]:
+    ids = []
+    for piece in pieces:
+        if isinstance(piece, int):
+            ids.append(piece)
+        else:
+            ids += tokenizer.encode(piece, add_special_tokens=False, split_special_tokens=True)
+    return ids
+
+
+@pytest.mark.parametrize("tool_choice", ["auto", "none"])
+def test_a_call_the_model_makes_on_its_own_is_parsed_from_the_stream(backend, tool_choice):
+    tokenizer = backend.loaded.processor.tokenizer
+    tricky = {"q": 'say "hi", {x}: [1] ü 日本', "n": [1, -2.5, {"k": None, "ok": True}]}
+    call = ToolCallPart("unused", "ping", json.dumps(tricky))
+    script = [*tokenizer.encode("Sure, ", add_special_tokens=False), *piece_ids(tokenizer, call_pieces(call)), 50]
+    req = request([user("Look it up")], max_tokens=len(script) + 4, tools=(PING,), tool_choice=tool_choice)
+    prompt = render_prompt(backend, req)
+    with scripted_head(backend.loaded, scripted(prompt.ids[-1], script)):
+        outputs, done = generate(backend, req)
+    text = "".join(o.text for o in outputs if isinstance(o, TextDelta))
+    stored = reply(backend, req.session_id, req.output_item_id)
+    if tool_choice == "auto":
+        (made,) = calls_of(outputs)
+        assert (made.name, json.loads(made.arguments)) == ("ping", tricky)
+        assert text == "Sure, " and done.stop_reason == "end_of_turn"
+        # The reply keeps the call's exact tokens for replay; the stop token is not part of it.
+        assert list(stored.token_ids) == script[:-1] and stored.call_ids == (made.call_id,)
+    else:
+        # Without tools in the prompt the tool tokens are masked: the forced call cannot be written.
+        assert not calls_of(outputs) and not set(stored.token_ids) & set(range(46, 53))
