@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[o for o in (_env("ALLOWED_ORIGINS") or "").split(",") if o.strip()],
         metavar="ORIGIN",
         help="also accept browser pages from this origin (scheme://host[:port]; repeatable; '*' for any); "
-        "the server's own origin and loopback pages always are (env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
+        "the server's own origin and loopback pages always are "
+        "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
     )
     serve.add_argument(
         "--max-message-bytes",
@@ -147,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from .access import allowed_origin_set
     from .engine.loading import resolve_model_path
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
-    from .access import allowed_origin_set
     from .server import RealtimeServer, ServerConfig
 
     try:
@@ -209,7 +210,9 @@ async def _run(server: RealtimeServer) -> None:
     url_host = "127.0.0.1" if server.config.host in ("0.0.0.0", "::") else server.config.host
     # Scripts and tests wait for this exact line on stdout.
     print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
-    log.info("open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port)
+    log.info(
+        "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port
+    )
     await stop.wait()
     log.info("shutting down: closing sessions")
     await server.shutdown()

@@ -1,4 +1,4 @@
-"""One WebSocket connection's pump: socket reads and engine outputs in, session events out, with flow control."""
+"""One WebSocket connection's pump: reads and engine outputs in, session events out, flow-controlled."""
 
 from __future__ import annotations
 
@@ -161,6 +161,9 @@ class Connection:
                     await self._admit(message.data)
         finally:
             self._inbox.put_nowait(_CLOSED)
+            if self.ws.closed:
+                # A keepalive timeout closed the socket: a send blocked on it must not wait any longer.
+                abort_transport(self._request)
 
     async def _admit(self, data: str | bytes) -> None:
         if self._budget.try_take(len(data)):
@@ -171,11 +174,10 @@ class Connection:
                 raise
             return
         error = ProtocolError(
-            "server_overloaded",
-            "The server holds too much unprocessed client data right now; this event was not handled. "
-            "Send it again later.",
+            "server_busy",
+            "The server holds too much unhandled client data right now (--max-inflight-bytes); this event "
+            "was not handled. Send it again later.",
             event_id=peek_event_id(data),
-            error_type="server_error",
         )
         self._inbox.put_nowait(_Refused(error))
 

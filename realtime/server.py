@@ -1,4 +1,4 @@
-"""The thin transport: one aiohttp app serving the realtime WebSocket, /healthz and the web client on one port."""
+"""The thin transport: one aiohttp app serves the realtime WebSocket, /healthz and web/ on one port."""
 
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ class RealtimeServer:
     def __init__(
         self, config: ServerConfig, engine: Engine, *, extra_routes: Iterable[web.AbstractRouteDef] = ()
     ) -> None:
+        if config.max_inflight_bytes < config.max_message_bytes:
+            raise ValueError(
+                "max_inflight_bytes must be at least max_message_bytes, or large messages never pass"
+            )
         self.config = config
         self.engine = engine
         self._access = AccessPolicy(config.api_key, allowed_origin_set(config.allowed_origins))
@@ -103,7 +107,9 @@ class RealtimeServer:
 
     async def shutdown(self) -> None:
         """Close every session with 1001 (their answers are cancelled), then stop serving."""
-        closing = [c.close(CLOSE_GOING_AWAY, "server shutting down") for c in list(self._connections.values())]
+        closing = [
+            c.close(CLOSE_GOING_AWAY, "server shutting down") for c in list(self._connections.values())
+        ]
         await asyncio.gather(*closing, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -187,7 +193,9 @@ class RealtimeServer:
             limits=self.config.limits,
             stream_turns=self.config.streaming_prefill,
         )
-        flow = FlowLimits(max_inbox_bytes=self.config.max_message_bytes, send_timeout_s=self.config.send_timeout_s)
+        flow = FlowLimits(
+            max_inbox_bytes=self.config.max_message_bytes, send_timeout_s=self.config.send_timeout_s
+        )
         connection = Connection(
             request,
             ws,
