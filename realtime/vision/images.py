@@ -124,7 +124,7 @@ def _decode_base64(payload: str, max_image_bytes: int) -> bytes:
         raise ImageError("image_too_large", f"image is {n_bytes} bytes; the limit is {max_image_bytes} bytes")
     try:
         return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
         raise ImageError("invalid_base64", f"image data is not valid base64: {exc}") from None
 
 
