@@ -122,7 +122,8 @@ def raw_message(rng: random.Random, index: int) -> str | bytes:
     if roll < 0.06:
         return text.replace('"', "", 1)
     if roll < 0.08:
-        return f'{{"type":"session.update","event_id":"fz_{index}","session":{{"tools":{deep(rng.choice([70, 2000]))}}}}}'
+        tools = deep(rng.choice([70, 2000]))
+        return f'{{"type":"session.update","event_id":"fz_{index}","session":{{"tools":{tools}}}}}'
     if roll < 0.09:
         return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
     if roll < 0.12:
