@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ class Connection:
                     self.session.receive_engine_output(received)  # type: ignore[arg-type]
         except SlowClient:
             log.warning("session %s: the client stopped reading; closing it", self.session.id)
-            await self._close_stalled()
+            reason = f"client stopped reading: a send was blocked for {self._limits.send_timeout_s:g} s"
+            await self.close(CLOSE_POLICY, reason)
         finally:
             reader.cancel()
             self._release_inbox()
@@ -146,7 +148,14 @@ class Connection:
             self._dispatch()
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
+        """Close with a code; a client that does not read or answer gets its socket dropped instead."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            pass
+        finally:
+            abort_transport(self._request)
 
     def _sink(self, output: EngineOutput) -> None:
         try:
@@ -202,15 +211,6 @@ class Connection:
             self._engine.send(command, self._sink)
         return events
 
-    async def _close_stalled(self) -> None:
-        reason = f"client stopped reading: a send was blocked for {self._limits.send_timeout_s:g} s"
-        try:
-            async with asyncio.timeout(1):
-                await self.close(CLOSE_POLICY, reason)
-        except TimeoutError:
-            pass
-        finally:
-            abort_transport(self._request)
 
     def _release_inbox(self) -> None:
         self._budget.give_back(self._inbox.client_bytes)

@@ -113,6 +113,7 @@ class RealtimeServer:
         await asyncio.gather(*closing, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         elif self._socket is not None:
             self._socket.close()
 

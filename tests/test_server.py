@@ -166,3 +166,34 @@ async def test_too_many_sessions_closes_with_1013_and_cancels_on_disconnect():
             await asyncio.sleep(0.01)
         assert session_id in backend.dropped_sessions
         assert server.health()["sessions"] == 0
+
+
+async def test_too_big_a_message_closes_with_1009_and_plain_http_gets_426():
+    async with running_server(max_message_bytes=4096, max_inflight_bytes=8192) as (host, _):
+        async with websockets.connect(f"ws://{host}/v1/realtime") as ws:
+            await recv_until(ws, "session.created")
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 8000}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+            assert ws.close_code == 1009
+        status, _, body = await asyncio.to_thread(http_get, f"http://{host}/v1/realtime")
+        assert status == 426 and b"WebSocket" in body
+
+
+async def test_shutdown_closes_sessions_with_1001_and_cancels_their_answers():
+    backend = FakeBackend(reply=lambda r: " ".join(["word"] * 5000), seconds_per_token=0.002)
+    async with running_server(backend=backend) as (host, server):
+        ws = await websockets.connect(f"ws://{host}/v1/realtime")
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await recv_until(ws, "response.output_text.delta")
+        await server.shutdown()
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+        assert ws.close_code == 1001 and server.health()["sessions"] == 0
+        for _ in range(200):
+            if backend.dropped_sessions:
+                break
+            await asyncio.sleep(0.01)
+        assert backend.dropped_sessions == [backend.requests[0].session_id]
