@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from .engine.port import Engine, EngineOutput
 from .protocol.codec import encode_server_event, peek_event_id
 from .protocol.errors import ProtocolError
+from .protocol.server_events import ServerEvent
 from .session.session import Session
 
 log = logging.getLogger(__name__)
@@ -205,12 +206,11 @@ class Connection:
                 return False
         return not self.ws.closed
 
-    def _dispatch(self) -> list:
+    def _dispatch(self) -> list[ServerEvent]:
         events, commands = self.session.drain()
         for command in commands:
             self._engine.send(command, self._sink)
         return events
-
 
     def _release_inbox(self) -> None:
         self._budget.give_back(self._inbox.client_bytes)

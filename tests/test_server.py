@@ -184,7 +184,8 @@ async def test_shutdown_closes_sessions_with_1001_and_cancels_their_answers():
     backend = FakeBackend(reply=lambda r: " ".join(["word"] * 5000), seconds_per_token=0.002)
     async with running_server(backend=backend) as (host, server):
         ws = await websockets.connect(f"ws://{host}/v1/realtime")
-        await ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}}))
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
         await ws.send(json.dumps({"type": "response.create"}))
         await recv_until(ws, "response.output_text.delta")
         await server.shutdown()
