@@ -10,6 +10,8 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..protocol.errors import quote
+
 ImageErrorCode = Literal[
     "invalid_image_url",
     "image_url_not_supported",
@@ -110,9 +112,9 @@ def _data_uri_payload(uri: str) -> str:
     if not comma or "base64" not in params:
         raise ImageError("invalid_image_url", "image data URI must be base64: data:<mime>;base64,")
     if mime and not mime.startswith("image/"):
-        raise ImageError("invalid_image_url", f"data URI type {mime!r} is not an image")
+        raise ImageError("invalid_image_url", f"data URI type {quote(mime)} is not an image")
     if mime and mime not in _ACCEPTED_MIMES:
-        raise ImageError("unsupported_image_format", f"{mime} is not supported; send JPEG, PNG or WebP")
+        raise ImageError("unsupported_image_format", f"{quote(mime)} is not supported; send JPEG, PNG, WebP")
     return payload
 
 

@@ -98,3 +98,19 @@ def test_session_errors_quote_only_a_prefix(event):
     ]
     assert error.error.event_id == (None if isinstance(event, str) else "evt_9")
     assert error.error.code != "internal_error" and len(error.error.message) < 300
+
+
+def test_image_errors_quote_only_a_prefix_of_the_media_type():
+    session = Session("sess_1", SessionSettings())
+    for image in (
+        "data:text/" + "p" * 100_000 + ";base64,AAAA",
+        "data:image/" + "g" * 100_000 + ";base64,AAAA",
+    ):
+        session.receive_message(
+            json.dumps({"type": "input_image_buffer.append", "image": image, "event_id": "e"})
+        )
+    errors = [
+        w for w in map(strict_server_event, map(encode_server_event, session.drain()[0])) if w.type == "error"
+    ]
+    assert [e.error.code for e in errors] == ["invalid_image_url", "unsupported_image_format"]
+    assert all(len(e.error.message) < 300 for e in errors)
