@@ -198,3 +198,29 @@ async def test_shutdown_closes_sessions_with_1001_and_cancels_their_answers():
                 break
             await asyncio.sleep(0.01)
         assert backend.dropped_sessions == [backend.requests[0].session_id]
+
+
+async def test_extra_routes_share_the_port_and_win_over_static_files():
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"got": await request.json()})
+
+    async def not_a_file(request: web.Request) -> web.Response:
+        return web.Response(text="route, not file")
+
+    worker = EngineWorker(FakeBackend())
+    worker.start(timeout_s=TIMEOUT_S)
+    server = RealtimeServer(ServerConfig(port=0), worker, extra_routes=[web.post("/v1/echo", echo)])
+    server.app.router.add_get("/index.html", not_a_file)
+    try:
+        port = server.bind()
+        async with server.running():
+            url = f"http://127.0.0.1:{port}/v1/echo"
+            request = urllib.request.Request(url, data=b'{"a": 1}', method="POST")
+            reply = await asyncio.to_thread(urllib.request.urlopen, request, timeout=TIMEOUT_S)
+            assert json.loads(reply.read()) == {"got": {"a": 1}}
+            _, _, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/index.html")
+            assert body == b"route, not file"
+    finally:
+        worker.stop()
