@@ -47,6 +47,8 @@ class ServerConfig:
     send_timeout_s: float = 10.0
     # Keepalive: a ping this often; no pong within half of it closes the connection.
     ping_interval_s: float | None = 20.0
+    # A connection that has not sent a whole request by then (or sits idle between HTTP requests) is closed.
+    request_timeout_s: float = 10.0
     web_dir: Path = WEB_DIR
     session_defaults: SessionSettings = field(default_factory=SessionSettings)
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
@@ -101,7 +103,13 @@ class RealtimeServer:
             self.bind()
         # The catch-all static route comes last, so routes added before serving take precedence.
         self.app.router.add_get("/{path:.*}", self._static)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5,
+            keepalive_timeout=self.config.request_timeout_s,
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, self._socket, ssl_context=self.config.ssl_context).start()
 

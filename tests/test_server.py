@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
@@ -224,3 +226,17 @@ async def test_extra_routes_share_the_port_and_win_over_static_files():
             assert body == b"route, not file"
     finally:
         worker.stop()
+
+
+async def test_a_stalled_handshake_is_closed_after_the_request_timeout():
+    def stall(host: str, data: bytes) -> bytes:
+        address, port = host.split(":")
+        with socket.create_connection((address, int(port)), timeout=TIMEOUT_S) as sock:
+            sock.sendall(data)
+            return sock.recv(100)  # b"" once the server closes
+
+    async with running_server(request_timeout_s=0.5) as (host, _):
+        started = time.monotonic()
+        partial = b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n"
+        closed = await asyncio.gather(asyncio.to_thread(stall, host, b""), asyncio.to_thread(stall, host, partial))
+        assert closed == [b"", b""] and time.monotonic() - started < TIMEOUT_S / 2
