@@ -222,7 +222,8 @@ def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
     worker.send(StartGeneration(request("a", "behind", "never run either")), log)
     backend.gate.set()
     log.wait_done(3)
-    assert [log.done(r).error_message for r in ("first", "queued", "behind")] == ["the engine thread died"] * 3
+    messages = [log.done(r).error_message for r in ("first", "queued", "behind")]
+    assert messages == ["the engine thread died"] * 3
     assert not worker.health().alive
     worker.send(StartGeneration(request("c", "late", "hello")), log)
     assert log.done("late").error_message == "the engine is not running"
