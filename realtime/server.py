@@ -58,7 +58,7 @@ class ServerConfig:
 
 
 class RealtimeServer:
-    """Routes are registered on `app.router` (or passed as `extra_routes`) before `bind()`."""
+    """More routes go on `app.router` (or in `extra_routes`) before `serve()`; they win over static files."""
 
     def __init__(
         self, config: ServerConfig, engine: Engine, *, extra_routes: Iterable[web.AbstractRouteDef] = ()
