@@ -11,7 +11,7 @@ from ..audio.ingest import AudioIngest
 from ..engine.port import AudioPart, ImagePart, Part, TextPart, ToolCallPart, ToolResultPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
 from ..vision.images import DecodedImage, ImageError, ImageLimits, decode_image
 from .conversation import Content, Item
 
@@ -38,7 +38,7 @@ def parse_item(
     if spec.type != "message":
         raise ProtocolError(
             "unsupported_item_type",
-            f"Item type '{spec.type}' is not supported; send message, function_call or function_call_output.",
+            f"Item type {quote(spec.type)} is not supported; send message, function_call or function_call_output.",
             param=f"{param}.type",
         )
     if spec.role not in _PART_TYPES:
@@ -63,14 +63,14 @@ def check_call_item(item: Item, earlier: list[Item], param: str) -> None:
     calls = {i.call_id: i for i in earlier if i.type == "function_call"}
     if item.type == "function_call" and item.call_id in calls:
         raise ProtocolError(
-            "duplicate_call_id", f"A function_call with call_id '{item.call_id}' exists.", param=param
+            "duplicate_call_id", f"A function_call with call_id {quote(item.call_id)} exists.", param=param
         )
     if item.type == "function_call_output":
         call = calls.get(item.call_id)
         if call is None:
             raise ProtocolError(
                 "unknown_call_id",
-                f"No function_call with call_id '{item.call_id}' is in the conversation.",
+                f"No function_call with call_id {quote(item.call_id)} is in the conversation.",
                 param=param,
             )
         item.name = call.name
@@ -108,7 +108,7 @@ def _parse_part(
         allowed = ", ".join(sorted(_PART_TYPES[role]))
         raise ProtocolError(
             "invalid_value",
-            f"A {role} message cannot hold '{part.type}' content; use {allowed}.",
+            f"A {role} message cannot hold {quote(part.type)} content; use {allowed}.",
             param=f"{param}.type",
         )
     if part.type == "input_audio":

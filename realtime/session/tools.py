@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ..engine.port import NamedTool, ToolChoice, ToolSpec
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
 
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Gemma 4 writes keys bare, so a key must not hold its separators.
@@ -25,7 +25,7 @@ def parse_tools(raw: Any, param: str) -> tuple[ToolSpec, ...]:
         if any(t.name == tool.name for t in tools):
             raise ProtocolError(
                 "duplicate_tool_name",
-                f"Two tools are named '{tool.name}'; tool names must be unique.",
+                f"Two tools are named {quote(tool.name)}; tool names must be unique.",
                 param=f"{param}[{index}].name",
             )
         tools.append(tool)
@@ -39,7 +39,7 @@ def _parse_tool(spec: Any, param: str) -> ToolSpec:
     if kind != "function":
         raise ProtocolError(
             "unsupported_tool_type",
-            f"Tool type '{kind}' is not supported; declare functions (type 'function').",
+            f"Tool type {quote(kind)} is not supported; declare functions (type 'function').",
             param=f"{param}.type",
         )
     name = spec.get("name")
@@ -70,13 +70,13 @@ def _check_schema(schema: Any, param: str) -> None:
     kind = schema.get("type")
     kinds = kind if isinstance(kind, list) else [kind] if kind is not None else []
     if any(k not in _SCHEMA_TYPES for k in kinds):
-        raise _schema_error(f"Unknown schema type {kind!r}.", f"{param}.type")
+        raise _schema_error(f"Unknown schema type {quote(kind)}.", f"{param}.type")
     properties = schema.get("properties", {})
     if not isinstance(properties, dict):
         raise _schema_error("`properties` must be an object.", f"{param}.properties")
     for key, sub in properties.items():
         if not _PROPERTY_NAME.match(key):
-            raise _schema_error(f"Property name {key!r} cannot be written in a call.", f"{param}.properties")
+            raise _schema_error(f"Property name {quote(key)} cannot be written in a call.", f"{param}.properties")
         _check_schema(sub, f"{param}.properties.{key}")
     required = schema.get("required", [])
     if not isinstance(required, list) or any(r not in properties for r in required):
@@ -114,7 +114,7 @@ def check_tool_choice(choice: ToolChoice, tools: tuple[ToolSpec, ...], param: st
     if isinstance(choice, NamedTool) and all(t.name != choice.name for t in tools):
         raise ProtocolError(
             "unknown_tool",
-            f"`tool_choice` names '{choice.name}', which is not among the tools.",
+            f"`tool_choice` names {quote(choice.name)}, which is not among the tools.",
             param=param,
         )
     if choice == "required" and not tools:
