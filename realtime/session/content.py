@@ -38,7 +38,8 @@ def parse_item(
     if spec.type != "message":
         raise ProtocolError(
             "unsupported_item_type",
-            f"Item type {quote(spec.type)} is not supported; send message, function_call or function_call_output.",
+            f"Item type {quote(spec.type)} is not supported; "
+            "send message, function_call or function_call_output.",
             param=f"{param}.type",
         )
     if spec.role not in _PART_TYPES:

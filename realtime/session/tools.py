@@ -76,7 +76,8 @@ def _check_schema(schema: Any, param: str) -> None:
         raise _schema_error("`properties` must be an object.", f"{param}.properties")
     for key, sub in properties.items():
         if not _PROPERTY_NAME.match(key):
-            raise _schema_error(f"Property name {quote(key)} cannot be written in a call.", f"{param}.properties")
+            message = f"Property name {quote(key)} cannot be written in a call."
+            raise _schema_error(message, f"{param}.properties")
         _check_schema(sub, f"{param}.properties.{key}")
     required = schema.get("required", [])
     if not isinstance(required, list) or any(r not in properties for r in required):
