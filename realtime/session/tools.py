@@ -13,6 +13,9 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PROPERTY_NAME = re.compile(r'^[^\s:,{}\[\]<>"|]{1,64}$')
 _SCHEMA_TYPES = frozenset({"object", "string", "integer", "number", "boolean", "array", "null"})
 _CHOICE_MODES = ("auto", "none", "required")
+# Bounds the call grammar uses; a larger bound would only make the grammar bigger, not more useful.
+_SIZE_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
+_MAX_SIZE = 100_000
 EMPTY_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
 
 
@@ -91,6 +94,12 @@ def _check_schema(schema: Any, param: str) -> None:
                 raise _schema_error(f"`{keyword}` must be a non-empty list.", f"{param}.{keyword}")
             for index, sub in enumerate(variants):
                 _check_schema(sub, f"{param}.{keyword}[{index}]")
+    for keyword in _SIZE_KEYWORDS:
+        value = schema.get(keyword, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_SIZE:
+            raise _schema_error(
+                f"`{keyword}` must be an integer from 0 to {_MAX_SIZE}.", f"{param}.{keyword}"
+            )
     if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
         raise _schema_error("`enum` must be a non-empty list.", f"{param}.enum")
 

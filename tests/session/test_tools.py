@@ -71,6 +71,8 @@ def test_session_updated_states_tools_and_choice():
         ({"tools": [{**WEATHER, "parameters": {"type": "string"}}]}, "invalid_tool_schema", "session.tools[0].parameters.type"),
         ({"tools": [{**WEATHER, "parameters": {"type": "object", "properties": {}, "required": ["x"]}}]},
          "invalid_tool_schema", "session.tools[0].parameters.required"),
+        ({"tools": [{**WEATHER, "parameters": {"type": "object", "properties": {"a": {"type": "string", "maxLength": "9"}}}}]},
+         "invalid_tool_schema", "session.tools[0].parameters.properties.a.maxLength"),
         ({"tools": [{"type": "mcp", "server_label": "x"}]}, "unsupported_tool_type", "session.tools[0].type"),
         ({"tools": [{**WEATHER, "name": "bad name"}]}, "invalid_value", "session.tools[0].name"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "unknown_tool", "session.tool_choice"),
