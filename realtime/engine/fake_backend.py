@@ -18,6 +18,7 @@ from .port import (
     ImagePart,
     TextDelta,
     TextPart,
+    ToolCall,
     TranscriptionRequest,
     Usage,
 )
@@ -39,6 +40,10 @@ def describe_request(request: GenerationRequest) -> str:
     return " ".join(words)
 
 
+def no_calls(request: GenerationRequest) -> list[tuple[str, str]]:
+    return []
+
+
 def describe_clips(request: TranscriptionRequest) -> str:
     n_samples = sum(len(clip.samples) for clip in request.clips)
     return f"speech of {n_samples * 1000 // ENGINE_SAMPLE_RATE_HZ} ms"
@@ -46,9 +51,11 @@ def describe_clips(request: TranscriptionRequest) -> str:
 
 @dataclass
 class FakeBackend:
-    """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart."""
+    """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart, then the
+    scripted tool calls `calls(request)` ((name, arguments JSON) pairs), one per step."""
 
     reply: Callable[[GenerationRequest], str] = describe_request
+    calls: Callable[[GenerationRequest], list[tuple[str, str]]] = no_calls
     transcript: Callable[[TranscriptionRequest], str] = describe_clips
     name: str = "fake"
     seconds_per_token: float = 0.0
@@ -61,36 +68,43 @@ class FakeBackend:
     def load(self) -> None:
         pass
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
+    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         self.requests.append(request)
+        steps = _word_deltas(request.response_id, self.reply(request))
+        steps += [
+            ToolCall(request.response_id, f"call_{request.response_id}_{n}", name, arguments)
+            for n, (name, arguments) in enumerate(self.calls(request))
+        ]
         n_input = sum(len(t.parts) for t in request.turns)
-        text = self.reply(request)
-        yield from self._stream(request.response_id, text, request.max_output_tokens, n_input, should_stop)
+        yield from self._stream(request.response_id, steps, request.max_output_tokens, n_input, should_stop)
 
     def transcribe(
         self, request: TranscriptionRequest, should_stop: Callable[[], bool]
     ) -> Iterator[EngineOutput]:
         self.transcriptions.append(request)
-        text, n_clips = self.transcript(request), len(request.clips)
-        yield from self._stream(request.request_id, text, request.max_output_tokens, n_clips, should_stop)
+        steps = _word_deltas(request.request_id, self.transcript(request))
+        n_clips = len(request.clips)
+        yield from self._stream(request.request_id, steps, request.max_output_tokens, n_clips, should_stop)
 
     def _stream(
-        self, request_id: str, text: str, limit: int | None, n_input: int, should_stop: Callable[[], bool]
+        self,
+        request_id: str,
+        steps: list[EngineOutput],
+        limit: int | None,
+        n_input: int,
+        should_stop: Callable[[], bool],
     ) -> Iterator[EngineOutput]:
-        words = text.split(" ")
-        limit = limit or len(words)
+        limit = limit or len(steps)
         n_output = 0
-        for i, word in enumerate(words[:limit]):
+        for step in steps[:limit]:
             if should_stop():
                 yield GenerationDone(request_id, "cancelled", Usage(n_input, 0, 0, 0, n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)
             n_output += 1
-            yield TextDelta(request_id, word if i == 0 else " " + word)
-        reason = "max_tokens" if limit < len(words) else "end_of_turn"
+            yield step
+        reason = "max_tokens" if limit < len(steps) else "end_of_turn"
         yield GenerationDone(request_id, reason, Usage(n_input, 0, 0, 0, n_output))
 
     def drop_session(self, session_id: str) -> None:
@@ -106,3 +120,10 @@ class FakeBackend:
 
     def abandon_audio_turn(self, session_id: str) -> None:
         self.streamed.append(("abandon", session_id, None))
+
+
+def _word_deltas(request_id: str, text: str) -> list[EngineOutput]:
+    return [
+        TextDelta(request_id, word if i == 0 else " " + word)
+        for i, word in enumerate(text.split(" ") if text else [])
+    ]

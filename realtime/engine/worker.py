@@ -49,8 +49,8 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
         """Yield after each unit of work (a prefill chunk or one token), so the worker can interleave
-        sessions. Yields TextDelta or None, and ends with exactly one GenerationDone; checks should_stop()
-        before every unit and then ends with stop_reason "cancelled"."""
+        sessions. Yields TextDelta, ToolCall or None, and ends with exactly one GenerationDone; checks
+        should_stop() before every unit and then ends with stop_reason "cancelled"."""
 
     def transcribe(self, request: TranscriptionRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
         """As generate(), for a transcription of the request's clips; leaves the session's cache alone."""
@@ -117,6 +117,7 @@ class EngineWorker:
     _ready: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
+    _died: bool = False
     loaded: bool = False
 
     def start(self, timeout_s: float | None = None) -> None:
@@ -142,7 +143,7 @@ class EngineWorker:
 
     @property
     def alive(self) -> bool:
-        return self.loaded and self._thread is not None and self._thread.is_alive()
+        return self.loaded and not self._died and self._thread is not None and self._thread.is_alive()
 
     def _to_job(self, command: EngineCommand, sink: OutputSink) -> _Command:
         backend = self.backend
@@ -185,9 +186,29 @@ class EngineWorker:
             self._ready.set()
             return
         self._ready.set()
-        while self._apply_commands():
-            if self._queues:
-                self._step_next_session()
+        try:
+            while self._apply_commands():
+                if self._queues:
+                    self._step_next_session()
+        except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
+            self._died = True
+            log.critical("the engine thread died; every request from now on fails", exc_info=True)
+            self._fail_outstanding("the engine thread died")
+
+    def _fail_outstanding(self, message: str) -> None:
+        # Nothing will step these any more: each waiting response gets its one GenerationDone now.
+        waiting = [job for jobs in self._queues.values() for job in jobs]
+        self._queues.clear()
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(command, _Job):
+                waiting.append(command)
+        for job in waiting:
+            if job.sink is not None:
+                self._fail(job, message)
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.
@@ -224,11 +245,12 @@ class EngineWorker:
 
     def _step_next_session(self) -> None:
         queue_key = next(iter(self._queues))
-        jobs = self._queues.pop(queue_key)
+        # To the back of the rotation, and still queued while it steps, so a dying thread can fail it.
+        jobs = self._queues[queue_key] = self._queues.pop(queue_key)
         if not self._step(jobs[0]):
             jobs.popleft()
-        if jobs:
-            self._queues[queue_key] = jobs  # to the back of the rotation
+            if not jobs:
+                del self._queues[queue_key]
 
     def _step(self, job: _Job) -> bool:
         """Run one unit of the job's work; False once it has finished."""

@@ -9,8 +9,10 @@ from typing import Any, Literal
 from msgspec import UNSET
 
 from ..audio.formats import AudioFormat
+from ..engine.port import ToolChoice, ToolSpec
 from ..protocol.client_events import SessionPatch, TranscriptionSpec, TurnDetectionSpec
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
+from .tools import check_tool_choice, parse_tool_choice, parse_tools, tool_choice_to_wire, tools_to_wire
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 
@@ -46,7 +48,7 @@ class TurnDetection:
         if spec.type not in ("server_vad", "semantic_vad"):
             raise ProtocolError(
                 "invalid_value",
-                f"Unsupported turn_detection type '{spec.type}'; use server_vad or semantic_vad.",
+                f"Unsupported turn_detection type {quote(spec.type)}; use server_vad or semantic_vad.",
                 param="session.audio.input.turn_detection.type",
             )
         # A change of type starts from that type's defaults, as a fresh object on the wire does.
@@ -64,7 +66,7 @@ class TurnDetection:
         if result.eagerness not in SEMANTIC_SILENCE_MS:
             raise ProtocolError(
                 "invalid_value",
-                f"Unsupported eagerness '{result.eagerness}'.",
+                f"Unsupported eagerness {quote(result.eagerness)}.",
                 param="session.audio.input.turn_detection.eagerness",
             )
         return result
@@ -129,13 +131,16 @@ class SessionSettings:
     transcription: Transcription | None = None
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
 
     def patched(self, patch: SessionPatch) -> SessionSettings:
         """Only the fields present change; raises ProtocolError and leaves self untouched."""
         if patch.type is not UNSET and patch.type != "realtime":
             raise ProtocolError(
                 "invalid_value",
-                f"Session type '{patch.type}' is not supported; this server runs 'realtime' sessions.",
+                f"Session type {quote(patch.type)} is not supported; this server runs 'realtime' sessions.",
                 param="session.type",
             )
         changes: dict[str, Any] = {}
@@ -158,7 +163,21 @@ class SessionSettings:
             if patch.frames.min_interval_ms is not UNSET:
                 _check_range("frames.min_interval_ms", patch.frames.min_interval_ms, 0, 60_000)
                 changes["frames_min_interval_ms"] = patch.frames.min_interval_ms
+        changes.update(self._tool_changes(patch))
         return dataclasses.replace(self, **changes)
+
+    def _tool_changes(self, patch: SessionPatch) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if patch.tools is not UNSET:
+            changes["tools"] = parse_tools(patch.tools, "session.tools")
+        if patch.tool_choice is not UNSET:
+            changes["tool_choice"] = parse_tool_choice(patch.tool_choice, "session.tool_choice")
+        if patch.parallel_tool_calls is not UNSET:
+            changes["parallel_tool_calls"] = patch.parallel_tool_calls
+        if changes:
+            tools = changes.get("tools", self.tools)
+            check_tool_choice(changes.get("tool_choice", self.tool_choice), tools, "session.tool_choice")
+        return changes
 
     def _audio_changes(self, patch: SessionPatch) -> dict[str, Any]:
         changes: dict[str, Any] = {}
@@ -170,7 +189,7 @@ class SessionSettings:
             if format_spec is None:
                 raise ProtocolError(
                     "invalid_value",
-                    f"Unsupported input_audio_format '{patch.input_audio_format}'.",
+                    f"Unsupported input_audio_format {quote(patch.input_audio_format)}.",
                     param="session.input_audio_format",
                 )
         if audio_input is not UNSET:
@@ -210,8 +229,9 @@ class SessionSettings:
                     "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
             },
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": tools_to_wire(self.tools),
+            "tool_choice": tool_choice_to_wire(self.tool_choice),
+            "parallel_tool_calls": self.parallel_tool_calls,
             "tracing": None,
             "frames": {
                 "max_per_turn": self.frames_max_per_turn,
@@ -242,6 +262,6 @@ def _check_range(name: str, value: float, low: float, high: float, *, param: str
     if not low <= value <= high:
         raise ProtocolError(
             "invalid_value",
-            f"`{name}` must be between {low} and {high}; got {value}.",
+            f"`{name}` must be between {low} and {high}; got {quote(value)}.",
             param=param or f"session.{name}",
         )
