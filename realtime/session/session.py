@@ -208,7 +208,7 @@ class Session:
         self._commands.append(CloseSession(self.id))
 
     def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:
-        if self._response is None or self._response.text_parts:
+        if self._response is None or self._response.outputs:
             self._commands += self._transcriber.release()
         events, commands = self._events, self._commands
         self._events, self._commands = [], []
