@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -128,11 +129,14 @@ class RealtimeServer:
         if len(self._sessions) >= self.config.max_sessions:
             await connection.close(1013, "server busy: too many sessions")
             return
+        limits = self.config.limits
+        if limits.context_tokens is None:
+            limits = dataclasses.replace(limits, context_tokens=self.engine.health().context_tokens)
         session = Session(
             self._ids.new("sess"),
             self.config.session_defaults,
             ids=self._ids,
-            limits=self.config.limits,
+            limits=limits,
             stream_turns=self.config.streaming_prefill,
         )
         beta_names = "realtime=v1" in (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from .port import (
     TextDelta,
     TextPart,
     Usage,
+    context_overflow,
 )
 
 
@@ -38,13 +39,21 @@ def describe_request(request: GenerationRequest) -> str:
     return " ".join(words)
 
 
+def count_parts(request: GenerationRequest) -> Usage:
+    """Input usage as one text token per part."""
+    return Usage(input_text_tokens=sum(len(t.parts) for t in request.turns))
+
+
 @dataclass
 class FakeBackend:
     """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart."""
 
     reply: Callable[[GenerationRequest], str] = describe_request
     name: str = "fake"
+    context_tokens: int | None = None
     seconds_per_token: float = 0.0
+    # The input usage it reports; a request it cannot hold within context_tokens fails as the MLX one does.
+    count_input: Callable[[GenerationRequest], Usage] = count_parts
     requests: list[GenerationRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)
     # ("begin" | "append" | "abandon", session id, audio key or n samples), in the order received.
@@ -59,20 +68,21 @@ class FakeBackend:
         self.requests.append(request)
         words = self.reply(request).split(" ")
         limit = request.max_output_tokens or len(words)
-        n_input = sum(len(t.parts) for t in request.turns)
+        usage = self.count_input(request)
+        if self.context_tokens is not None and usage.input_tokens >= self.context_tokens:
+            yield context_overflow(request.response_id, usage, self.context_tokens)
+            return
         n_output = 0
         for i, word in enumerate(words[:limit]):
             if should_stop():
-                yield GenerationDone(
-                    request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output)
-                )
+                yield GenerationDone(request.response_id, "cancelled", replace(usage, output_tokens=n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)
             n_output += 1
             yield TextDelta(request.response_id, word if i == 0 else " " + word)
         reason = "max_tokens" if limit < len(words) else "end_of_turn"
-        yield GenerationDone(request.response_id, reason, Usage(n_input, 0, 0, 0, n_output))
+        yield GenerationDone(request.response_id, reason, replace(usage, output_tokens=n_output))
 
     def drop_session(self, session_id: str) -> None:
         self.dropped_sessions.append(session_id)

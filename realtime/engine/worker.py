@@ -40,6 +40,8 @@ class Backend(Protocol):
     """A model behind the engine thread. Every method is called on that one thread only."""
 
     name: str
+    # Tokens a prompt and its answer may hold together; set by load() at the latest (None: unknown).
+    context_tokens: int | None
 
     def load(self) -> None:
         """Load weights and warm up every modality once."""
@@ -124,7 +126,13 @@ class EngineWorker:
 
     def health(self) -> EngineHealth:
         detail = None if self.alive else "the engine thread is not running"
-        return EngineHealth(loaded=self.loaded, alive=self.alive, model=self.backend.name, detail=detail)
+        return EngineHealth(
+            loaded=self.loaded,
+            alive=self.alive,
+            model=self.backend.name,
+            detail=detail,
+            context_tokens=self.backend.context_tokens,
+        )
 
     @property
     def alive(self) -> bool:

@@ -82,11 +82,12 @@ class SessionPatch(Struct):
     audio: AudioSpec | UnsetType = UNSET
     frames: FramesSpec | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
+    # "auto", "disabled" or {"type": "retention_ratio", ...}: checked by session.truncation.
+    truncation: Any | UnsetType = UNSET
     # Accepted so clients that always send them are not refused; they have no effect here.
     tools: list[Any] | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
     tracing: Any | UnsetType = UNSET
-    truncation: Any | UnsetType = UNSET
     include: list[str] | None | UnsetType = UNSET
     # Beta aliases of GA fields.
     modalities: list[str] | UnsetType = UNSET

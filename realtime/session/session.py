@@ -66,6 +66,7 @@ from ..vision.frames import FrameBuffer
 from ..vision.images import DecodedImage, ImageLimits
 from .audio_input import AudioInput, DetectorFactory, samples_to_ms, webrtc_detector
 from .content import audio_key, decode_image_param, image_part, parse_item, to_turn
+from .context_window import ContextWindow
 from .conversation import Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
@@ -82,6 +83,8 @@ MIN_COMMIT_MS = 100
 class SessionLimits:
     max_buffer_ms: int = 10 * 60 * 1000
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    # The engine's context (EngineHealth.context_tokens): conversations are truncated to fit it.
+    context_tokens: int | None = None
 
 
 class Session:
@@ -105,6 +108,9 @@ class Session:
         self._limits = limits
         self.conversation = Conversation()
         self.conversation_id = self._ids.new("conv")
+        self._window = ContextWindow(limits.context_tokens)
+        # What the running response's request carried of the conversation, for learning token costs.
+        self._window_sent: list[Item] | None = None
         self._audio = AudioInput(
             settings.input_format,
             settings.turn_detection,
@@ -305,7 +311,7 @@ class Session:
         start = AudioTurnStart(
             session_id=self.id,
             instructions=self.settings.instructions,
-            turns=tuple(to_turn(item) for item in self.conversation),
+            turns=tuple(to_turn(item) for item in self._visible_items(self.settings.max_output_tokens)),
             item_id=self._speech_item_id,
             images=tuple(image_part(image) for image in images),
             audio_key=audio_key(self._speech_item_id, len(images)),
@@ -378,6 +384,7 @@ class Session:
 
     def _on_item_delete(self, event: ce.ConversationItemDelete) -> None:
         self.conversation.delete(event.item_id)
+        self._window.forget(event.item_id)
         self._emit(se.ConversationItemDeleted(item_id=event.item_id))
 
     # Responses ----------------------------------------------------------------------------------
@@ -421,10 +428,15 @@ class Session:
                 "`conversation` must be 'auto' or 'none'.",
                 param="response.conversation",
             )
-        turns = tuple(to_turn(item) for item in self._response_input(spec))
         max_tokens = self.settings.max_output_tokens
         if spec.max_output_tokens is not UNSET:
             max_tokens = parse_max_output_tokens(spec.max_output_tokens, "response.max_output_tokens")
+        if spec.input is UNSET:
+            items = self._visible_items(max_tokens)
+            self._window_sent = items if spec.instructions is UNSET else None
+        else:
+            items, self._window_sent = self._response_input(spec), None
+        turns = tuple(to_turn(item) for item in items)
         response = Response(
             id=self._ids.response(),
             item=Item(id=self._ids.item(), role="assistant"),
@@ -454,9 +466,10 @@ class Session:
         self._emit(part_added)
         self._commands.append(StartGeneration(request))
 
+    def _visible_items(self, max_output_tokens: int) -> list[Item]:
+        return self._window.visible(list(self.conversation), self.settings.truncation, max_output_tokens)
+
     def _response_input(self, spec: ce.ResponseSpec) -> list[Item]:
-        if spec.input is UNSET:
-            return list(self.conversation)
         items = []
         for index, item_spec in enumerate(spec.input):
             if item_spec.type == "item_reference":
@@ -477,6 +490,11 @@ class Session:
 
     def _finish_response(self, response: Response, done: GenerationDone) -> None:
         closing, wire = response.finish(done)
+        if self._window_sent is not None:
+            self._window.learn(self._window_sent, done.usage)
+            self._window_sent = None
+        if response.conversation_id is not None:
+            self._window.record_answer(response.item.id, done.usage.output_tokens)
         for event in closing:
             self._emit(event)
         if response.conversation_id is not None and self.conversation.find(response.item.id) is not None:

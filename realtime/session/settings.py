@@ -11,6 +11,7 @@ from msgspec import UNSET
 from ..audio.formats import AudioFormat
 from ..protocol.client_events import SessionPatch, TurnDetectionSpec
 from ..protocol.errors import ProtocolError
+from .truncation import Truncation
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 
@@ -104,6 +105,7 @@ class SessionSettings:
     turn_detection: TurnDetection | None = TurnDetection()
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
+    truncation: Truncation = Truncation()
 
     def patched(self, patch: SessionPatch) -> SessionSettings:
         """Only the fields present change; raises ProtocolError and leaves self untouched."""
@@ -125,6 +127,8 @@ class SessionSettings:
         if patch.temperature is not UNSET:
             _check_range("temperature", patch.temperature, 0.0, 2.0)
             changes["temperature"] = patch.temperature
+        if patch.truncation is not UNSET:
+            changes["truncation"] = Truncation.from_wire(patch.truncation)
         changes.update(self._audio_changes(patch))
         if patch.frames is not UNSET:
             if patch.frames.max_per_turn is not UNSET:
@@ -187,6 +191,7 @@ class SessionSettings:
             "tools": [],
             "tool_choice": "auto",
             "tracing": None,
+            "truncation": self.truncation.to_wire(),
             "frames": {
                 "max_per_turn": self.frames_max_per_turn,
                 "min_interval_ms": self.frames_min_interval_ms,
