@@ -62,9 +62,7 @@ class FakeBackend:
     def load(self) -> None:
         pass
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
+    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         self.requests.append(request)
         words = self.reply(request).split(" ")
         limit = request.max_output_tokens or len(words)

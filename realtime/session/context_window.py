@@ -1,4 +1,4 @@
-"""Which conversation items the model sees: the newest that fit its context, the window moved in large steps."""
+"""Which conversation items the model sees: the newest that fit its context, moved in large steps."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ class ContextWindow:
         return shown[n_dropped:]
 
     def conversation_limit(self, truncation: Truncation, max_output_tokens: int) -> int | None:
-        """Tokens the items may take: the context less the answer's room and the overhead, or the client's cap."""
+        """Tokens the items may take: the context less room for the answer and the overhead, or the
+        client's cap, whichever is lower."""
         limits = []
         if self._context_tokens is not None:
             limits.append(self._context_tokens - max_output_tokens - self._overhead_tokens)

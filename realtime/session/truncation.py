@@ -58,9 +58,7 @@ def _post_instructions(token_limits: Any) -> int | None:
         return None
     param = f"{_PARAM}.token_limits"
     if not isinstance(token_limits, dict) or set(token_limits) - {"post_instructions"}:
-        raise ProtocolError(
-            "invalid_value", "`token_limits` may only hold `post_instructions`.", param=param
-        )
+        raise ProtocolError("invalid_value", "`token_limits` may only hold `post_instructions`.", param=param)
     limit = token_limits.get("post_instructions")
     if limit is None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -14,7 +15,6 @@ from realtime.engine.port import (
     BeginAudioTurn,
     GenerationRequest,
     ImagePart,
-    StartGeneration,
     TextPart,
     Usage,
 )
@@ -75,16 +75,29 @@ def text_rounds(session: Session, backend: FakeBackend, n_rounds: int, n_words: 
     """Each round: a user message and an answer; returns every response.done."""
     done = []
     for n in range(n_rounds):
-        _, commands = drive(session, user_text(" ".join([f"w{n:03d}"] * n_words)), {"type": "response.create"})
+        message = user_text(" ".join([f"w{n:03d}"] * n_words))
+        _, commands = drive(session, message, {"type": "response.create"})
         done += [e for e in run_engine(session, commands, backend) if e["type"] == "response.done"]
     return done
+
+
+def truncate(session: Session, truncation: str | dict) -> list[dict]:
+    events, _ = drive(session, {"type": "session.update", "session": {"truncation": truncation}})
+    return events
+
+
+def retention(ratio: float, post_instructions: int | None = None) -> dict:
+    truncation: dict = {"type": "retention_ratio", "retention_ratio": ratio}
+    if post_instructions is not None:
+        truncation["token_limits"] = {"post_instructions": post_instructions}
+    return truncation
 
 
 def first_turn_changes(requests: list[GenerationRequest]) -> int:
     """Requests that do not extend the previous one (its turns, then its answer): each one makes the
     engine prefill the conversation again instead of extending its cache."""
     n_changes = 0
-    for before, after in zip(requests, requests[1:]):
+    for before, after in itertools.pairwise(requests):
         expected = [t.item_id for t in before.turns] + [before.output_item_id]
         if [t.item_id for t in after.turns][: len(expected)] != expected:
             n_changes += 1
@@ -115,12 +128,12 @@ def test_auto_keeps_a_long_conversation_inside_the_context_and_moves_the_window_
 def test_retention_ratio_sets_how_much_of_the_limit_a_move_keeps(ratio):
     context_tokens = 1000
     session, backend = windowed_session(context_tokens), engine(context_tokens)
-    drive(session, {"type": "session.update", "session": {"truncation": {"type": "retention_ratio", "retention_ratio": ratio}}})
+    truncate(session, retention(ratio))
     text_rounds(session, backend, 50)
     requests = backend.requests
     # The session learns the overhead on the first answer: the limit for items is the rest of the context.
     limit = context_tokens - MAX_OUTPUT_TOKENS - (scripted_usage(requests[0]).input_tokens - 40)
-    moved = [after for before, after in zip(requests, requests[1:]) if after.turns[0].item_id != before.turns[0].item_id]
+    moved = [b for a, b in itertools.pairwise(requests) if b.turns[0].item_id != a.turns[0].item_id]
     assert moved
     round_tokens = 4 + 40 + 4 + REPLY_WORDS
     for request in moved:
@@ -132,7 +145,7 @@ def test_fewer_moves_with_a_lower_retention_ratio():
     moves = {}
     for ratio in (0.3, 0.9):
         session, backend = windowed_session(1000), engine(1000)
-        drive(session, {"type": "session.update", "session": {"truncation": {"type": "retention_ratio", "retention_ratio": ratio}}})
+        truncate(session, retention(ratio))
         text_rounds(session, backend, 60)
         moves[ratio] = first_turn_changes(backend.requests)
     assert moves[0.3] < moves[0.9]
@@ -140,8 +153,7 @@ def test_fewer_moves_with_a_lower_retention_ratio():
 
 def test_post_instructions_token_limit_caps_the_conversation_without_a_known_context():
     session, backend = windowed_session(None), engine()
-    truncation = {"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": 400}}
-    drive(session, {"type": "session.update", "session": {"truncation": truncation}})
+    truncate(session, retention(0.5, post_instructions=400))
     text_rounds(session, backend, 30)
     assert first_turn_changes(backend.requests) >= 3
     assert max(conversation_tokens(r) for r in backend.requests) <= 400
@@ -150,7 +162,7 @@ def test_post_instructions_token_limit_caps_the_conversation_without_a_known_con
 def test_disabled_sends_everything_and_the_overflow_is_a_failed_response_not_a_crash():
     context_tokens = 600
     session, backend = windowed_session(context_tokens), engine(context_tokens)
-    drive(session, {"type": "session.update", "session": {"truncation": "disabled"}})
+    truncate(session, "disabled")
     done = text_rounds(session, backend, 12)
     statuses = [d["response"]["status"] for d in done]
     assert "completed" in statuses and statuses[-1] == "failed"
@@ -162,7 +174,7 @@ def test_disabled_sends_everything_and_the_overflow_is_a_failed_response_not_a_c
         item.id for item in session.conversation if item.role == "user"
     ]
     # The session goes on: back to auto, the next answer fits again.
-    drive(session, {"type": "session.update", "session": {"truncation": "auto"}})
+    truncate(session, "auto")
     done = text_rounds(session, backend, 1)
     assert done[0]["response"]["status"] == "completed"
 
@@ -208,11 +220,11 @@ def test_a_streamed_turn_starts_from_the_window_the_coming_request_carries():
 
 @pytest.mark.parametrize(
     "truncation",
-    ["auto", "disabled", {"type": "retention_ratio", "retention_ratio": 0.25, "token_limits": {"post_instructions": 2000}}],
+    ["auto", "disabled", retention(0.25, post_instructions=2000)],
 )
 def test_session_updated_states_the_truncation_in_effect(truncation):
     session = windowed_session(1000)
-    events, _ = drive(session, {"type": "session.update", "session": {"truncation": truncation}})
+    events = truncate(session, truncation)
     assert events[0]["type"] == "session.updated"
     assert events[0]["session"]["truncation"] == truncation
 
@@ -223,12 +235,12 @@ def test_session_updated_states_the_truncation_in_effect(truncation):
         ("sometimes", "session.truncation"),
         ({"type": "retention_ratio", "retention_ratio": 1.5}, "session.truncation.retention_ratio"),
         ({"type": "retention_ratio"}, "session.truncation.retention_ratio"),
-        ({"type": "retention_ratio", "retention_ratio": 0.5, "token_limits": {"post_instructions": 0}}, "session.truncation.token_limits.post_instructions"),
+        (retention(0.5, post_instructions=0), "session.truncation.token_limits.post_instructions"),
         ({"type": "retention_ratio", "retention_ratio": 0.5, "extra": 1}, "session.truncation.extra"),
     ],
 )
 def test_bad_truncation_is_an_error_and_leaves_the_setting(truncation, param):
     session = windowed_session(1000)
-    events, _ = drive(session, {"type": "session.update", "session": {"truncation": truncation}})
+    events = truncate(session, truncation)
     assert events[0]["type"] == "error" and events[0]["error"]["param"] == param
     assert session.settings.truncation.mode == "auto"
