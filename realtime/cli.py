@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
     )
     serve.add_argument(
+        "--context-tokens",
+        type=int,
+        default=int(_env("CONTEXT_TOKENS", "0") or 0) or None,
+        help="tokens one session's prompt and answer may hold, at most the model's context; sessions "
+        "truncate their conversations to fit (env MLX_REALTIME_CONTEXT_TOKENS; default: the model's)",
+    )
+    serve.add_argument(
         "--web-dir",
         type=Path,
         default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"),
@@ -133,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
             "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
-    worker = EngineWorker(MlxBackend(model_path))
+    worker = EngineWorker(MlxBackend(model_path, context_tokens=args.context_tokens))
     log.info("loading %s", model_path)
     worker.start()
     defaults = SessionSettings(
