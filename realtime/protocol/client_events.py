@@ -119,7 +119,8 @@ class SessionUpdate(_Event, tag="session.update"):
 
 
 class InputAudioBufferAppend(_Event, tag="input_audio_buffer.append"):
-    audio: str
+    # Decoded from base64 by msgspec straight out of the message: no str copy of a chunk is ever made.
+    audio: bytes
 
 
 class InputAudioBufferCommit(_Event, tag="input_audio_buffer.commit"):

@@ -59,7 +59,7 @@ from ..engine.port import (
 )
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
-from ..protocol.codec import decode_base64, decode_client_event
+from ..protocol.codec import decode_client_event
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import IdFactory
 from ..vision.frames import FrameBuffer
@@ -211,7 +211,7 @@ class Session:
     # Input audio and frames ---------------------------------------------------------------------
 
     def _on_audio_append(self, event: ce.InputAudioBufferAppend) -> None:
-        for segment in self._audio.append(decode_base64(event.audio, param="audio")):
+        for segment in self._audio.append(event.audio):
             if isinstance(segment, SpeechStarted):
                 self._on_speech_started(samples_to_ms(segment.start_sample))
             elif isinstance(segment, SpeechStopped):
