@@ -15,10 +15,10 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from benchmarks.latency import (
+    ESPEAK_WPM,
     OURS_READY,
     RATE_HZ,
     RESPONSE_TIMEOUT_S,
-    ESPEAK_WPM,
     RESULTS_DIR,
     SENTENCES,
     _machine,
