@@ -22,6 +22,7 @@ from benchmarks.latency import (
     RESULTS_DIR,
     SENTENCES,
     _machine,
+    _open_session,
     _speak,
     served_process,
 )
@@ -100,19 +101,6 @@ async def _receive_turn(ws) -> dict:
             if stopped_at is not None and first_delta_at is not None:
                 latency_ms = (first_delta_at - stopped_at) * 1000
             return {"latency_ms": latency_ms, "status": response["status"], "usage": response["usage"]}
-
-
-async def _open_session(ws, max_output_tokens: int) -> dict:
-    await ws.recv()  # session.created
-    update = {
-        "max_output_tokens": max_output_tokens,
-        "audio": {"input": {"format": {"type": "audio/pcm", "rate": RATE_HZ}}},
-    }
-    await ws.send(json.dumps({"type": "session.update", "session": update}))
-    while (event := json.loads(await ws.recv()))["type"] != "session.updated":
-        if event["type"] == "error":
-            raise RuntimeError(f"session.update refused: {event['error']}")
-    return event["session"]
 
 
 async def soak(
