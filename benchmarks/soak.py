@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import signal
 import sys
@@ -29,12 +30,10 @@ from benchmarks.latency import (
 
 CHUNK_MS = 40
 LEAD_IN_MS = 300
-# After the speech: enough silence for the server's default VAD (500 ms) to end the turn.
-TRAILING_SILENCE_MS = 700
 METRIC = (
     "input_audio_buffer.speech_stopped -> first response.output_text.delta, on the client's clock at "
-    "receipt; each turn is one espeak-ng sentence sent at --speed times real time, then the client "
-    "waits for response.done before the next turn"
+    "receipt; each turn is three espeak-ng sentences, then silence until the answer starts, sent at "
+    "--speed times real time; the client waits for response.done before the next turn"
 )
 
 
@@ -63,7 +62,7 @@ def parse_args() -> argparse.Namespace:
 def _turn_audio(speech: np.ndarray) -> list[bytes]:
     n_bytes = RATE_HZ * CHUNK_MS // 1000 * 2
     lead_in = bytes(RATE_HZ * LEAD_IN_MS // 1000 * 2)
-    data = lead_in + speech.tobytes() + bytes(RATE_HZ * TRAILING_SILENCE_MS // 1000 * 2)
+    data = lead_in + speech.tobytes()
     return [data[i : i + n_bytes] for i in range(0, len(data), n_bytes)]
 
 
@@ -74,28 +73,37 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
-async def _send_turn(ws, chunks: list[bytes], speed: float) -> None:
+async def _send_turn(ws, chunks: list[bytes], speed: float, answered: asyncio.Event) -> int:
+    """The turn, then silence until the answer starts, as an open mic; returns the chunks sent."""
+    silence = bytes(len(chunks[0]))
     start = time.monotonic()
-    for i, chunk in enumerate(chunks):
+    for i in itertools.count():
+        if i >= len(chunks) and answered.is_set():
+            return i
+        chunk = chunks[i] if i < len(chunks) else silence
         await ws.send(
             json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode()})
         )
         # Paced, so the server hears the turn while it is "spoken" (streaming prefill), only faster.
         await asyncio.sleep(max(0.0, start + (i + 1) * CHUNK_MS / 1000 / speed - time.monotonic()))
+    raise AssertionError("unreachable")
 
 
-async def _receive_turn(ws) -> dict:
+async def _receive_turn(ws, answered: asyncio.Event, seen: list[str]) -> dict:
     stopped_at = first_delta_at = None
     while True:
         event = json.loads(await ws.recv())
         now = time.monotonic()
+        seen.append(event["type"])
         if event["type"] == "input_audio_buffer.speech_stopped" and stopped_at is None:
             stopped_at = now
         elif event["type"] == "response.output_text.delta" and first_delta_at is None:
             first_delta_at = now
+            answered.set()
         elif event["type"] == "error":
             raise RuntimeError(f"server error: {event['error']}")
         elif event["type"] == "response.done":
+            answered.set()
             response = event["response"]
             latency_ms = None
             if stopped_at is not None and first_delta_at is not None:
@@ -115,10 +123,14 @@ async def soak(
         samples.append({"turn": 0, "simulated_min": 0.0, "wall_s": 0.0, "rss_mb": _rss_mb(pid)})
         while simulated_s < args.minutes * 60:
             chunks = turns[len(samples) % len(turns)]
-            async with asyncio.timeout(RESPONSE_TIMEOUT_S), asyncio.TaskGroup() as group:
-                group.create_task(_send_turn(ws, chunks, args.speed))
-                result = await group.create_task(_receive_turn(ws))
-            simulated_s += len(chunks) * CHUNK_MS / 1000
+            answered, seen = asyncio.Event(), []
+            try:
+                async with asyncio.timeout(RESPONSE_TIMEOUT_S), asyncio.TaskGroup() as group:
+                    sender = group.create_task(_send_turn(ws, chunks, args.speed, answered))
+                    result = await group.create_task(_receive_turn(ws, answered, seen))
+            except TimeoutError:
+                raise RuntimeError(f"turn {len(samples)} got no answer; it saw {seen[-12:]}") from None
+            simulated_s += sender.result() * CHUNK_MS / 1000
             usage = result.pop("usage")
             samples.append(
                 {

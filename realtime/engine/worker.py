@@ -131,7 +131,8 @@ class EngineWorker:
             alive=self.alive,
             model=self.backend.name,
             detail=detail,
-            context_tokens=self.backend.context_tokens,
+            # A backend that does not report its context leaves it unknown: sessions then never truncate.
+            context_tokens=getattr(self.backend, "context_tokens", None),
         )
 
     @property
