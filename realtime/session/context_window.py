@@ -34,13 +34,14 @@ class ContextWindow:
         self._overhead_tokens = 0
         # The last request learned from: the ids it carried and its input tokens.
         self._last_sent: tuple[tuple[str, ...], int] | None = None
-        self.n_moves = 0
 
     def visible(self, items: Sequence[Item], truncation: Truncation, max_output_tokens: int) -> list[Item]:
         """The items the next request carries; the window moves first if they would not fit."""
+        if truncation.mode == "disabled":
+            return list(items)
         shown = [item for item in items if item.id not in self._hidden]
         limit = self.conversation_limit(truncation, max_output_tokens)
-        if limit is None or truncation.mode == "disabled":
+        if limit is None:
             return shown
         costs = [self.estimate(item) for item in shown]
         total = sum(costs)
@@ -54,7 +55,6 @@ class ContextWindow:
             total -= costs[n_dropped]
             n_dropped += 1
         self._hidden.update(item.id for item in shown[:n_dropped])
-        self.n_moves += 1
         return shown[n_dropped:]
 
     def conversation_limit(self, truncation: Truncation, max_output_tokens: int) -> int | None:

@@ -179,6 +179,16 @@ def test_disabled_sends_everything_and_the_overflow_is_a_failed_response_not_a_c
     assert done[0]["response"]["status"] == "completed"
 
 
+def test_disabled_after_a_move_shows_the_whole_conversation_again():
+    session, backend = windowed_session(1000), engine()
+    text_rounds(session, backend, 30)
+    assert first_turn_changes(backend.requests) >= 1
+    truncate(session, "disabled")
+    text_rounds(session, backend, 1)
+    # Every item but the answer being written, oldest first.
+    assert [t.item_id for t in backend.requests[-1].turns] == [i.id for i in session.conversation][:-1]
+
+
 def test_audio_turns_are_costed_from_the_engines_audio_usage():
     context_tokens = 1200
     session = windowed_session(context_tokens, turn_detection=None)
