@@ -34,9 +34,13 @@ class ContextWindow:
         self._overhead_tokens = 0
         # The last request learned from: the ids it carried and its input tokens.
         self._last_sent: tuple[tuple[str, ...], int] | None = None
+        self._largest_user_item_tokens = 0
 
-    def visible(self, items: Sequence[Item], truncation: Truncation, max_output_tokens: int) -> list[Item]:
-        """The items the next request carries; the window moves first if they would not fit."""
+    def visible(
+        self, items: Sequence[Item], truncation: Truncation, max_output_tokens: int, upcoming_tokens: int = 0
+    ) -> list[Item]:
+        """The items the next request carries; the window moves first if they, and `upcoming_tokens` for
+        an item still to come, would not fit."""
         if truncation.mode == "disabled":
             return list(items)
         shown = [item for item in items if item.id not in self._hidden]
@@ -45,7 +49,7 @@ class ContextWindow:
             return shown
         costs = [self.estimate(item) for item in shown]
         total = sum(costs)
-        if total <= limit:
+        if total + upcoming_tokens <= limit:
             return shown
         # Down to the retained share at once, so the next turns extend the engine's cache instead of each
         # cutting one more item and making it prefill the whole conversation again. The newest item stays.
@@ -100,6 +104,13 @@ class ContextWindow:
             self._learn_text(sent[len(last[0]) :], usage.input_tokens - last[1])
         self._last_sent = (ids, usage.input_tokens)
         self._overhead_tokens = usage.input_tokens - sum(self.estimate(item) for item in sent)
+        user_costs = [self.estimate(item) for item in sent if item.role == "user"]
+        self._largest_user_item_tokens = max(user_costs, default=0)
+
+    @property
+    def upcoming_turn_tokens(self) -> int:
+        """What the next user turn will likely cost: the largest in the last request."""
+        return self._largest_user_item_tokens
 
     def _learn_text(self, added: Sequence[Item], n_added_tokens: int) -> None:
         """What items added since the last request cost beyond their media and answers is markup and text."""

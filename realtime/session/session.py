@@ -77,8 +77,6 @@ log = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
 
 
-
-
 @dataclass(frozen=True)
 class SessionLimits:
     max_buffer_ms: int = 10 * 60 * 1000
@@ -311,7 +309,7 @@ class Session:
         start = AudioTurnStart(
             session_id=self.id,
             instructions=self.settings.instructions,
-            turns=tuple(to_turn(item) for item in self._visible_items(self.settings.max_output_tokens)),
+            turns=tuple(to_turn(item) for item in self._window_for_stream()),
             item_id=self._speech_item_id,
             images=tuple(image_part(image) for image in images),
             audio_key=audio_key(self._speech_item_id, len(images)),
@@ -466,8 +464,16 @@ class Session:
         self._emit(part_added)
         self._commands.append(StartGeneration(request))
 
-    def _visible_items(self, max_output_tokens: int) -> list[Item]:
-        return self._window.visible(list(self.conversation), self.settings.truncation, max_output_tokens)
+    def _visible_items(self, max_output_tokens: int, upcoming_tokens: int = 0) -> list[Item]:
+        return self._window.visible(
+            list(self.conversation), self.settings.truncation, max_output_tokens, upcoming_tokens
+        )
+
+    def _window_for_stream(self) -> list[Item]:
+        # Room for the turn being spoken too: a window move then happens now, its prefill overlapping the
+        # speech, rather than when the user stops and waits for the answer.
+        upcoming = self._window.upcoming_turn_tokens
+        return self._visible_items(self.settings.max_output_tokens, upcoming)
 
     def _response_input(self, spec: ce.ResponseSpec) -> list[Item]:
         items = []
