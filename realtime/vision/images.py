@@ -11,6 +11,8 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..protocol.errors import quote
+
 ImageErrorCode = Literal[
     "invalid_image_url",
     "image_url_not_supported",
@@ -111,9 +113,9 @@ def _data_uri_payload(uri: str) -> str:
     if not comma or "base64" not in params:
         raise ImageError("invalid_image_url", "image data URI must be base64: data:<mime>;base64,")
     if mime and not mime.startswith("image/"):
-        raise ImageError("invalid_image_url", f"data URI type {mime!r} is not an image")
+        raise ImageError("invalid_image_url", f"data URI type {quote(mime)} is not an image")
     if mime and mime not in _ACCEPTED_MIMES:
-        raise ImageError("unsupported_image_format", f"{mime} is not supported; send JPEG, PNG or WebP")
+        raise ImageError("unsupported_image_format", f"{quote(mime)} is not supported; send JPEG, PNG, WebP")
     return payload
 
 
@@ -125,7 +127,7 @@ def _decode_base64(payload: str, max_image_bytes: int) -> bytes:
     try:
         # binascii reads an ASCII str in place; base64.b64decode would first copy all of it to bytes.
         return binascii.a2b_base64(payload, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
         raise ImageError("invalid_base64", f"image data is not valid base64: {exc}") from None
 
 
