@@ -84,9 +84,11 @@ class SessionPatch(Struct):
     temperature: float | UnsetType = UNSET
     # "auto", "disabled" or {"type": "retention_ratio", ...}: checked by session.truncation.
     truncation: Any | UnsetType = UNSET
-    # Accepted so clients that always send them are not refused; they have no effect here.
-    tools: list[Any] | UnsetType = UNSET
+    # Checked by the session (session/tools.py), which names the field at fault.
+    tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
+    # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Any | UnsetType = UNSET
     include: list[str] | None | UnsetType = UNSET
     # Beta aliases of GA fields.
@@ -105,8 +107,9 @@ class ResponseSpec(Struct):
     output_modalities: list[str] | UnsetType = UNSET
     modalities: list[str] | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
-    tools: list[Any] | UnsetType = UNSET
+    tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
     audio: Any | UnsetType = UNSET
 
 
