@@ -8,10 +8,15 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
+from .startup import StartupError, bind_listener, one_line, resolve_model, start_engine
+from .web_files import default_web_dir
 
 if TYPE_CHECKING:
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
@@ -20,27 +25,73 @@ if TYPE_CHECKING:
 log = logging.getLogger("realtime")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+MAX_SESSIONS_LIMIT = 1024
+EXIT_RUNTIME_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line (what, why, where to look) and exit 2, as argparse's own do."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"MLX_REALTIME_{name}", default)
 
 
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {low}-{high}")
+        return value
+
+    return parse
+
+
+def _package_version() -> str:
+    try:
+        return version("mlx-realtime")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=LOG_LEVELS,
+        type=str.upper,
+        help="logging verbosity; DEBUG also prints tracebacks (env MLX_REALTIME_LOG_LEVEL; default INFO)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlx-realtime",
         description="OpenAI-Realtime-compatible voice-and-vision server for Gemma 4 on MLX.",
     )
-    parser.add_argument(
-        "--log-level",
-        default=_env("LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        type=str.upper,
-        help="logging verbosity (env MLX_REALTIME_LOG_LEVEL; default INFO)",
-    )
+    parser.add_argument("--version", action="version", version=f"mlx-realtime {_package_version()}")
+    _add_log_level(parser, (_env("LOG_LEVEL", "INFO") or "INFO").upper())
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve_arguments(commands.add_parser("serve", help="run the realtime server"))
+    demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
+    demo.add_argument("directory", type=Path)
+    demo.add_argument("--seed", type=int, default=0)
+    # SUPPRESS: given after the subcommand it overrides the top-level value; absent, it leaves it alone.
+    for subcommand in (commands.choices["serve"], demo):
+        _add_log_level(subcommand, argparse.SUPPRESS)
+    return parser
 
-    serve = commands.add_parser("serve", help="run the realtime server")
+
+def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
+    # String defaults go through `type` like typed-in values, so a bad environment variable is a usage error.
     serve.add_argument(
         "--host",
         default=_env("HOST", "127.0.0.1"),
@@ -48,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port",
-        type=int,
-        default=int(_env("PORT", "8000") or 8000),
+        type=int_in_range(0, 65535),
+        default=_env("PORT", "8000"),
         help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)",
     )
     serve.add_argument(
@@ -70,15 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-output-tokens",
-        type=int,
-        default=int(_env("MAX_OUTPUT_TOKENS", "1024") or 1024),
-        help=f"default cap on tokens per answer, 1-{MAX_OUTPUT_TOKENS_LIMIT} (env MLX_REALTIME_MAX_OUTPUT_TOKENS; default 1024)",
+        type=int_in_range(1, MAX_OUTPUT_TOKENS_LIMIT),
+        default=_env("MAX_OUTPUT_TOKENS", "1024"),
+        help=f"default cap on tokens per answer, 1-{MAX_OUTPUT_TOKENS_LIMIT} "
+        "(env MLX_REALTIME_MAX_OUTPUT_TOKENS; default 1024)",
     )
     serve.add_argument(
         "--max-sessions",
-        type=int,
-        default=int(_env("MAX_SESSIONS", "16") or 16),
-        help="concurrent sessions before new ones are closed with 1013 (env MLX_REALTIME_MAX_SESSIONS; default 16)",
+        type=int_in_range(1, MAX_SESSIONS_LIMIT),
+        default=_env("MAX_SESSIONS", "16"),
+        help=f"concurrent sessions before new ones are closed with 1013, 1-{MAX_SESSIONS_LIMIT} "
+        "(env MLX_REALTIME_MAX_SESSIONS; default 16)",
     )
     serve.add_argument(
         "--no-streaming-prefill",
@@ -91,51 +144,69 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--web-dir",
         type=Path,
-        default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"),
-        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR)",
+        default=Path(_env("WEB_DIR") or default_web_dir()),
+        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR; "
+        "default: the client shipped with the package)",
     )
-
-    demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
-    demo.add_argument("directory", type=Path)
-    demo.add_argument("--seed", type=int, default=0)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        if args.command == "make-demo-model":
+            return _make_demo_model(args)
+        return _serve(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a start-up failure is one line; DEBUG adds the traceback
+        log.debug("start-up failed", exc_info=True)
+        line = str(exc) if isinstance(exc, StartupError) else _unexpected_failure(exc)
+        print(f"mlx-realtime: error: {line}", file=sys.stderr, flush=True)
+        return EXIT_RUNTIME_FAILURE
+
+
+def _unexpected_failure(exc: Exception) -> str:
+    return (
+        f"start-up failed: {type(exc).__name__}: {one_line(str(exc))}; "
+        "rerun with --log-level DEBUG for the traceback and report it if it looks like a bug"
+    )
+
+
+def _configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(
-        max(logging.WARNING, logging.getLevelName(args.log_level))
-    )
-    if args.command == "make-demo-model":
-        from .engine.demo_model import build_demo_model
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
-        path = build_demo_model(args.directory, seed=args.seed)
-        print(f"wrote the demo model to {path}")
-        return 0
-    return _serve(args)
+
+def _make_demo_model(args: argparse.Namespace) -> int:
+    from .engine.demo_model import build_demo_model
+
+    started = time.monotonic()
+    print(f"building the demo model in {args.directory} (a few seconds)", flush=True)
+    path = build_demo_model(args.directory, seed=args.seed)
+    print(f"wrote the demo model to {path} in {time.monotonic() - started:.1f} s", flush=True)
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .engine.loading import resolve_model_path
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
     from .server import RealtimeServer, ServerConfig
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
-    model_path, is_demo = resolve_model_path(args.model)
+    listener = bind_listener(args.host, args.port)
+    model_path, is_demo = resolve_model(args.model)
     if is_demo:
         log.warning(
             "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
     worker = EngineWorker(MlxBackend(model_path))
-    log.info("loading %s", model_path)
-    worker.start()
+    start_engine(worker, model_path)
     defaults = SessionSettings(
         model=args.model or "gemma-4-demo",
         instructions=args.instructions,
@@ -149,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
         web_dir=args.web_dir,
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
+        listener=listener,
     )
     try:
         asyncio.run(_run(RealtimeServer(config, worker)))

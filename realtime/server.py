@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import mimetypes
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,12 +26,13 @@ from .protocol.codec import encode_server_event
 from .protocol.ids import IdFactory
 from .session.session import Session, SessionLimits
 from .session.settings import SessionSettings
+from .web_files import default_web_dir
 
 log = logging.getLogger(__name__)
 
 REALTIME_PATHS = {"/v1/realtime", "/realtime"}
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = default_web_dir()
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ class ServerConfig:
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
     streaming_prefill: bool = True
     limits: SessionLimits = field(default_factory=SessionLimits)
+    # A socket bound in advance (the CLI binds before the model loads); host and port are then unused.
+    listener: socket.socket | None = None
 
 
 _CLOSED = object()
@@ -61,10 +65,12 @@ class RealtimeServer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Server]:
+        listener = self.config.listener
         async with serve(
             self._handle,
-            self.config.host,
-            self.config.port,
+            None if listener else self.config.host,
+            None if listener else self.config.port,
+            sock=listener,
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
             max_size=self.config.max_message_bytes,

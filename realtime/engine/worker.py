@@ -162,7 +162,8 @@ class EngineWorker:
             self.backend.load()
             self.loaded = True
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            log.exception("engine load failed")
+            # The starting thread reports it (one line from the CLI); the traceback is for DEBUG.
+            log.debug("engine load failed", exc_info=True)
             self._load_error = exc
             self._ready.set()
             return

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI, cli_server, require_tool
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -24,14 +20,11 @@ except ImportError:
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).parent / "artifacts"
-LISTENING = re.compile(r"listening on (http://\S+)")
 SENTENCE = "Hello there. Can you tell me what you see in the picture?"
 # Long enough after each spoken sentence for an answer to start before the looping fake mic
 # speaks again, and short enough that the next loop still interrupts that answer.
 TRAILING_SILENCE_S = 3.0
-SERVER_START_TIMEOUT_S = 120
 TURN_TIMEOUT_MS = 60_000
 # The page's own server is the only host it may reach; no CDN, font or telemetry requests.
 NO_NETWORK_FLAGS = [
@@ -79,59 +72,9 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "realtime",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--api-key",
-                API_KEY,
-            ],
-            cwd=REPO,
-            # The defaults under test, whatever the developer's shell exports.
-            env={k: v for k, v in os.environ.items() if not k.startswith("MLX_REALTIME_")},
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
-        try:
-            yield _wait_listening(lines, log_path)
-            assert "Traceback" not in log_path.read_text()
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _pump_lines(stream, lines: queue.Queue[str | None]) -> None:
-    # Keeps draining stdout so a chatty server never blocks on a full pipe.
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _wait_listening(lines: queue.Queue[str | None], log_path: Path) -> str:
-    while True:
-        try:
-            line = lines.get(timeout=SERVER_START_TIMEOUT_S)
-        except queue.Empty:
-            pytest.fail(f"server printed no listening line; log:\n{log_path.read_text()}")
-        if line is None:
-            pytest.fail(f"server exited before listening; log:\n{log_path.read_text()}")
-        match = LISTENING.search(line)
-        if match:
-            return match.group(1)
+    with cli_server(["--api-key", API_KEY], log_path) as url:
+        yield url
+        assert "Traceback" not in log_path.read_text()
 
 
 @pytest.fixture(scope="module")
