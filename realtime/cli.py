@@ -220,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
         web_dir=args.web_dir,
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
+        demo_model=is_demo,
         listener=listener,
     )
     try:

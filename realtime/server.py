@@ -48,6 +48,8 @@ class ServerConfig:
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
     streaming_prefill: bool = True
     limits: SessionLimits = field(default_factory=SessionLimits)
+    # Serving the random-weight demo checkpoint: /healthz says so and the page shows a banner.
+    demo_model: bool = False
     # A socket bound in advance (the CLI binds before the model loads); host and port are then unused.
     listener: socket.socket | None = None
 
@@ -102,6 +104,7 @@ class RealtimeServer:
             "model_loaded": engine.loaded,
             "engine_alive": engine.alive,
             "model": engine.model,
+            "demo_model": self.config.demo_model,
             "detail": engine.detail,
             "sessions": len(self._sessions),
             "uptime_s": round(time.monotonic() - self._started_at, 3),

@@ -201,6 +201,9 @@ def _screenshot(page, name: str) -> Path:
 
 
 def test_page_connects_configures_the_session_and_reconnects(page):
+    # The CLI serves the demo model here; /healthz says so and the page warns.
+    expect(page.locator("#demo-banner")).to_be_visible()
+    expect(page.locator("#demo-banner")).to_contain_text("answers are random text")
     session = _last_event(page, "session.updated")["session"]
     assert session["output_modalities"] == ["text"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
@@ -277,12 +280,15 @@ def test_push_to_talk_and_typed_turns_answer_and_talking_cancels(page):
     _screenshot(page, "push_to_talk_phone.png")
 
     _change_settings(page, max_tokens="")
+    # Blank means the server's own default, as session.created announced it (not "inf").
     page.wait_for_function(
         """() => {
-            const limit = window.mlxRealtime.last["session.updated"].session.max_output_tokens;
-            return limit === "inf" || limit > 1000;
+            const last = window.mlxRealtime.last;
+            const limit = last["session.updated"].session.max_output_tokens;
+            return limit !== 12 && limit === last["session.created"].session.max_output_tokens;
         }"""
     )
+    assert _last_event(page, "session.updated")["session"]["max_output_tokens"] == 1024
     page.fill("#message", "Tell me a long story.")
     page.press("#message", "Enter")
     page.wait_for_function(
@@ -297,6 +303,21 @@ def test_push_to_talk_and_typed_turns_answer_and_talking_cancels(page):
     expect(stopped).to_have_attribute("data-status", "cancelled", timeout=TURN_TIMEOUT_MS)
     expect(stopped.locator(".meta")).to_contain_text("Stopped")
     page.keyboard.up("Space")
+
+
+def test_the_stop_button_cancels_the_streaming_answer(page):
+    stop = page.locator("#stop")
+    expect(stop).to_be_hidden()
+    page.fill("#message", "Tell me a long story.")
+    page.press("#message", "Enter")
+    page.wait_for_function("document.querySelector('.turn.assistant .text')?.textContent.length > 0")
+    expect(stop).to_be_visible()
+    stop.click()
+    answer = page.locator(".turn.assistant").first
+    expect(answer).to_have_attribute("data-status", "cancelled")
+    expect(answer.locator(".meta")).to_contain_text("Stopped")
+    expect(stop).to_be_hidden()
+    _screenshot(page, "stopped_phone.png")
 
 
 def test_error_events_are_shown_and_the_session_stays_usable(page):
