@@ -105,6 +105,9 @@ class EngineWorker:
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
     loaded: bool = False
+    # Written on the engine thread after each step, read by health() from any thread.
+    _queue_depth: int = 0
+    _batch_size: int = 0
 
     def start(self, timeout_s: float | None = None) -> None:
         """Start the thread and block until the model is loaded and warm."""
@@ -124,7 +127,14 @@ class EngineWorker:
 
     def health(self) -> EngineHealth:
         detail = None if self.alive else "the engine thread is not running"
-        return EngineHealth(loaded=self.loaded, alive=self.alive, model=self.backend.name, detail=detail)
+        return EngineHealth(
+            loaded=self.loaded,
+            alive=self.alive,
+            model=self.backend.name,
+            detail=detail,
+            queue_depth=self._queue_depth,
+            batch_size=self._batch_size,
+        )
 
     @property
     def alive(self) -> bool:
@@ -171,6 +181,9 @@ class EngineWorker:
         while self._apply_commands():
             if self._queues:
                 self._step_next_session()
+            self._queue_depth = sum(len(jobs) for jobs in self._queues.values())
+            # Sessions take turns one step at a time: one sequence per step while there is work.
+            self._batch_size = 1 if self._queues else 0
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.
