@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
-from .startup import StartupError, bind_listener, one_line, resolve_model, start_engine
+from .startup import StartupError, bind_listener, one_line, resolve_model, start_engine, tls_context
 from .web_files import default_web_dir
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ EXIT_INTERRUPTED = 130
 
 class _Parser(argparse.ArgumentParser):
     """Usage errors are one line (what, why, where to look) and exit 2, as argparse's own do."""
+
+    subcommands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -72,7 +74,7 @@ def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="mlx-realtime",
         description="OpenAI-Realtime-compatible voice-and-vision server for Gemma 4 on MLX.",
@@ -80,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlx-realtime {_package_version()}")
     _add_log_level(parser, (_env("LOG_LEVEL", "INFO") or "INFO").upper())
     commands = parser.add_subparsers(dest="command", required=True)
+    parser.subcommands = commands.choices
     _add_serve_arguments(commands.add_parser("serve", help="run the realtime server"))
     demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
     demo.add_argument("directory", type=Path)
@@ -142,6 +145,25 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
     )
     serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("TLS_CERT"),
+        help="PEM certificate chain: serve https:// and wss:// on the same port; needs --tls-key "
+        "(env MLX_REALTIME_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env("TLS_KEY"),
+        help="PEM private key of --tls-cert (env MLX_REALTIME_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=_env("METRICS_TOKEN"),
+        help="require `Authorization: Bearer TOKEN` on GET /metrics (env MLX_REALTIME_METRICS_TOKEN; "
+        "default: /metrics is open)",
+    )
+    serve.add_argument(
         "--web-dir",
         type=Path,
         default=Path(_env("WEB_DIR") or default_web_dir()),
@@ -151,7 +173,10 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and (args.tls_cert is None) != (args.tls_key is None):
+        parser.subcommands["serve"].error("--tls-cert and --tls-key go together: give both or neither")
     _configure_logging(args.log_level)
     try:
         if args.command == "make-demo-model":
@@ -198,6 +223,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
+    ssl_context = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     listener = bind_listener(args.host, args.port)
     model_path, is_demo = resolve_model(args.model)
     if is_demo:
@@ -221,6 +247,8 @@ def _serve(args: argparse.Namespace) -> int:
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
         demo_model=is_demo,
+        ssl_context=ssl_context,
+        metrics_token=args.metrics_token,
         listener=listener,
     )
     try:

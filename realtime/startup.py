@@ -9,6 +9,7 @@ import errno
 import hashlib
 import logging
 import socket
+import ssl
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,6 +68,23 @@ def _bind_failure(exc: OSError) -> tuple[str, str]:
     if exc.errno == errno.EADDRNOTAVAIL:
         return "that address does not belong to this machine", "check --host (127.0.0.1 or 0.0.0.0)"
     return exc.strerror or str(exc), "check --host and --port"
+
+
+def tls_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """The server side of TLS for https:// and wss:// on the one port."""
+    what = f"cannot use --tls-cert {cert_path} --tls-key {key_path}"
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except OSError as exc:
+        if isinstance(exc, ssl.SSLError):
+            why = f"not a PEM certificate chain and its private key ({exc.reason or exc})"
+        else:
+            why = f"{exc.strerror or exc}: {exc.filename or cert_path}"
+        raise StartupError(
+            what, why, "pass a PEM certificate (chain) and the PEM key that matches it"
+        ) from exc
+    return context
 
 
 def resolve_model(spec: str | None) -> tuple[Path, bool]:

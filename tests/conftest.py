@@ -27,6 +27,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parents[1]
 LISTENING = re.compile(r"listening on (https?://\S+)")
 SERVER_START_TIMEOUT_S = 120
+CLI_TIMEOUT_S = 120
 
 
 def require_tool(name: str) -> str:
@@ -116,6 +117,25 @@ def cli_env(**overrides: str) -> dict[str, str]:
     """A CLI subprocess's environment: the defaults under test, whatever the developer's shell exports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_REALTIME_")}
     return {**env, **overrides}
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime", *args],
+        cwd=REPO,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure's one line; nothing on stderr may look like a traceback."""
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
 
 
 @contextmanager

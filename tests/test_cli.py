@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import subprocess
-import sys
 import urllib.request
 from importlib.metadata import version
 from pathlib import Path
@@ -15,28 +13,7 @@ import pytest
 
 from realtime import cli
 from realtime.cli import build_parser
-from tests.conftest import REPO, cli_env, cli_server
-
-CLI_TIMEOUT_S = 120
-
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "realtime", *args],
-        cwd=REPO,
-        env=cli_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=CLI_TIMEOUT_S,
-    )
-
-
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The failure's one line; nothing on stderr may look like a traceback."""
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
+from tests.conftest import cli_env, cli_server, error_line, run_cli
 
 
 def test_version_names_the_installed_package():
