@@ -266,12 +266,16 @@ async def _run(server: RealtimeServer) -> None:
     async with server.running() as ws_server:
         host, port = next(iter(ws_server.sockets)).getsockname()[:2]
         url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        secure = server.config.ssl_context is not None
+        http, ws = ("https", "wss") if secure else ("http", "ws")
         # Scripts and tests wait for this exact line on stdout.
-        print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
+        print(f"mlx-realtime listening on {http}://{url_host}:{port}", flush=True)
         log.info(
-            "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime",
+            "open %s://%s:%s in a browser; WebSocket at %s://%s:%s/v1/realtime",
+            http,
             url_host,
             port,
+            ws,
             url_host,
             port,
         )

@@ -8,6 +8,7 @@ import json
 import logging
 import mimetypes
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from .engine.port import Engine, EngineCommand, EngineOutput, OutputSink
+from .metrics import METRICS_CONTENT_TYPE, ServerMetrics, SessionMetrics
 from .protocol.codec import encode_server_event
 from .protocol.ids import IdFactory
 from .session.session import Session, SessionLimits
@@ -52,6 +54,10 @@ class ServerConfig:
     demo_model: bool = False
     # A socket bound in advance (the CLI binds before the model loads); host and port are then unused.
     listener: socket.socket | None = None
+    # TLS for https:// and wss:// on the same port.
+    ssl_context: ssl.SSLContext | None = None
+    # Bearer token GET /metrics requires; None leaves it open like /healthz.
+    metrics_token: str | None = None
 
 
 _CLOSED = object()
@@ -64,6 +70,7 @@ class RealtimeServer:
         self._ids = IdFactory()
         self._sessions: set[str] = set()
         self._started_at = time.monotonic()
+        self.metrics = ServerMetrics(engine.health)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Server]:
@@ -73,6 +80,7 @@ class RealtimeServer:
             None if listener else self.config.host,
             None if listener else self.config.port,
             sock=listener,
+            ssl=self.config.ssl_context,
             process_request=self._process_request,
             select_subprotocol=_select_subprotocol,
             max_size=self.config.max_message_bytes,
@@ -92,6 +100,8 @@ class RealtimeServer:
                     HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing API key"}', "application/json"
                 )
             return None
+        if path == "/metrics":
+            return self._metrics(request.headers)
         if path == "/healthz":
             return _response(HTTPStatus.OK, json.dumps(self.health()).encode(), "application/json")
         return self._static(path)
@@ -109,6 +119,15 @@ class RealtimeServer:
             "sessions": len(self._sessions),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
         }
+
+    def _metrics(self, headers: Headers) -> Response:
+        token = self.config.metrics_token
+        offered = headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if token and not hmac.compare_digest(offered.encode(), token.encode()):
+            return _response(
+                HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing metrics token"}', "application/json"
+            )
+        return _response(HTTPStatus.OK, self.metrics.render(), METRICS_CONTENT_TYPE)
 
     def _authorized(self, headers: Headers) -> bool:
         expected = self.config.api_key
@@ -148,6 +167,7 @@ class RealtimeServer:
             connection.request.headers.get("OpenAI-Beta", "") if connection.request else ""
         )
         self._sessions.add(session.id)
+        observed = self.metrics.open_session()
         log.info("session %s opened", session.id)
         inbox: asyncio.Queue[object] = asyncio.Queue()
         loop = asyncio.get_running_loop()
@@ -163,7 +183,7 @@ class RealtimeServer:
         try:
             session.start()
             while True:
-                await self._flush(connection, session, engine_sink, beta_names)
+                await self._flush(connection, session, observed, engine_sink, beta_names)
                 received = await inbox.get()
                 if received is _CLOSED:
                     break
@@ -179,10 +199,14 @@ class RealtimeServer:
             _, commands = session.drain()
             self._dispatch(commands, engine_sink)
             self._sessions.discard(session.id)
+            observed.close()
             log.info("session %s closed", session.id)
 
-    async def _flush(self, connection: ServerConnection, session: Session, sink, beta_names: bool) -> None:
+    async def _flush(
+        self, connection: ServerConnection, session: Session, observed: SessionMetrics, sink, beta_names: bool
+    ) -> None:
         events, commands = session.drain()
+        observed.observe(events, session.audio_received_ms)
         self._dispatch(commands, sink)
         for event in events:
             await connection.send(encode_server_event(event, beta_names=beta_names))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
+import pytest
+from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from realtime.engine.fake_backend import FakeBackend
@@ -11,7 +15,7 @@ from realtime.engine.port import EngineHealth, StartGeneration
 from realtime.metrics import ServerMetrics
 from realtime.session.session import Session
 from realtime.session.settings import SessionSettings
-from tests.conftest import pcm16_b64, tone
+from tests.conftest import cli_server, pcm16_b64, tone
 
 
 class ManualClock:
@@ -118,3 +122,66 @@ def test_typed_turns_and_cancelled_responses_are_labelled():
     assert seen[("mlx_realtime_time_to_first_delta_seconds_count", ())] == 0
     assert seen[("mlx_realtime_audio_input_seconds_total", ())] == 0
     assert seen[("mlx_realtime_engine_alive", ())] == 0
+
+
+def _scrape(url: str, token: str | None) -> dict[tuple[str, tuple], float]:
+    request = urllib.request.Request(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {token}"} if token else {}
+    )
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain; version=")
+        families = text_string_to_metric_families(reply.read().decode())
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for family in families for s in family.samples}
+
+
+@pytest.mark.slow
+def test_scraping_the_real_server_after_a_real_session(tmp_path):
+    with cli_server(["--metrics-token", "scrape-me"], tmp_path / "server.log") as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _scrape(url, "wrong")
+        assert refused.value.code == 401
+        before = _scrape(url, "scrape-me")
+        assert before[("mlx_realtime_sessions_total", ())] == 0
+
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused")
+        with client.realtime.connect(model="gemma-4") as connection:
+            connection.session.update(
+                session={
+                    "type": "realtime",
+                    "output_modalities": ["text"],
+                    "audio": {"input": {"turn_detection": None}},
+                }
+            )
+            connection.input_audio_buffer.append(audio=pcm16_b64(tone(1000)))
+            connection.input_audio_buffer.commit()
+            connection.response.create(response={"max_output_tokens": 6})
+            _wait_for(connection, "response.done")
+            connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello"}]}
+            )
+            connection.response.create(response={"max_output_tokens": 6})
+            _wait_for(connection, "response.done")
+            connection.send({"type": "response.cancel"})
+            _wait_for(connection, "error")
+            during = _scrape(url, "scrape-me")
+        after = _scrape(url, "scrape-me")
+
+    assert during[("mlx_realtime_sessions_open", ())] == 1
+    assert after[("mlx_realtime_sessions_open", ())] == 0
+    assert after[("mlx_realtime_sessions_total", ())] == 1
+    assert after[("mlx_realtime_turns_total", (("kind", "audio"),))] == 1
+    assert after[("mlx_realtime_turns_total", (("kind", "text"),))] == 1
+    finished = sum(v for (name, _), v in after.items() if name == "mlx_realtime_responses_total")
+    assert finished == 2
+    assert after[("mlx_realtime_time_to_first_delta_seconds_count", ())] == 2
+    assert 0 < after[("mlx_realtime_time_to_first_delta_seconds_sum", ())] < 60
+    assert after[("mlx_realtime_output_tokens_per_second_count", ())] >= 1
+    assert 2 <= after[("mlx_realtime_output_tokens_total", ())] <= 12
+    assert after[("mlx_realtime_audio_input_seconds_total", ())] == 1.0
+    assert after[("mlx_realtime_errors_total", (("code", "response_cancel_not_active"),))] == 1
+    assert after[("mlx_realtime_engine_alive", ())] == 1
+    assert after[("mlx_realtime_engine_queue_depth", ())] == 0
+
+
+def _wait_for(connection, event_type: str):
+    return next(event for event in connection if event.type == event_type)
