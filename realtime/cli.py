@@ -95,6 +95,11 @@ def build_parser() -> _Parser:
 
 def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     # String defaults go through `type` like typed-in values, so a bad environment variable is a usage error.
+    _add_listening_arguments(serve)
+    _add_model_arguments(serve)
+
+
+def _add_listening_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--host",
         default=_env("HOST", "127.0.0.1"),
@@ -107,15 +112,44 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)",
     )
     serve.add_argument(
+        "--api-key",
+        default=_env("API_KEY"),
+        help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
+    )
+    serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("TLS_CERT"),
+        help="PEM certificate chain: serve https:// and wss:// on the same port; needs --tls-key "
+        "(env MLX_REALTIME_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env("TLS_KEY"),
+        help="PEM private key of --tls-cert (env MLX_REALTIME_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=_env("METRICS_TOKEN"),
+        help="require `Authorization: Bearer TOKEN` on GET /metrics (env MLX_REALTIME_METRICS_TOKEN; "
+        "default: /metrics is open)",
+    )
+    serve.add_argument(
+        "--web-dir",
+        type=Path,
+        default=Path(_env("WEB_DIR") or default_web_dir()),
+        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR; "
+        "default: the client shipped with the package)",
+    )
+
+
+def _add_model_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
         "--model",
         default=_env("MODEL"),
         help="local directory or Hugging Face repo id of a gemma4 / gemma4_unified model "
         "(env MLX_REALTIME_MODEL; default: the embedded tiny demo model, which answers random text)",
-    )
-    serve.add_argument(
-        "--api-key",
-        default=_env("API_KEY"),
-        help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
     )
     serve.add_argument(
         "--instructions",
@@ -143,32 +177,6 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
         default=(_env("STREAMING_PREFILL", "1") or "1") not in ("0", "false", "no"),
         help="encode each spoken turn only after it is committed, instead of while it is spoken "
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
-    )
-    serve.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=_env("TLS_CERT"),
-        help="PEM certificate chain: serve https:// and wss:// on the same port; needs --tls-key "
-        "(env MLX_REALTIME_TLS_CERT)",
-    )
-    serve.add_argument(
-        "--tls-key",
-        type=Path,
-        default=_env("TLS_KEY"),
-        help="PEM private key of --tls-cert (env MLX_REALTIME_TLS_KEY)",
-    )
-    serve.add_argument(
-        "--metrics-token",
-        default=_env("METRICS_TOKEN"),
-        help="require `Authorization: Bearer TOKEN` on GET /metrics (env MLX_REALTIME_METRICS_TOKEN; "
-        "default: /metrics is open)",
-    )
-    serve.add_argument(
-        "--web-dir",
-        type=Path,
-        default=Path(_env("WEB_DIR") or default_web_dir()),
-        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR; "
-        "default: the client shipped with the package)",
     )
 
 
