@@ -19,14 +19,19 @@ from .startup import StartupError, bind_listener, one_line, resolve_model, start
 from .web_files import default_web_dir
 
 if TYPE_CHECKING:
+    import socket
+    import ssl
+
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
-    from .server import RealtimeServer
+    from .server import RealtimeServer, ServerConfig
 
 log = logging.getLogger("realtime")
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 MAX_SESSIONS_LIMIT = 1024
+MIB = 1024 * 1024
+MAX_MESSAGE_MIB_LIMIT = 1024
 EXIT_RUNTIME_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
@@ -55,6 +60,16 @@ def int_in_range(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value:g} is out of range: it must be above 0 and at most 3600")
+    return value
 
 
 def _package_version() -> str:
@@ -97,6 +112,7 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     # String defaults go through `type` like typed-in values, so a bad environment variable is a usage error.
     _add_listening_arguments(serve)
     _add_model_arguments(serve)
+    _add_limit_arguments(serve)
 
 
 def _add_listening_arguments(serve: argparse.ArgumentParser) -> None:
@@ -115,6 +131,16 @@ def _add_listening_arguments(serve: argparse.ArgumentParser) -> None:
         "--api-key",
         default=_env("API_KEY"),
         help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
+    )
+    serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        default=[o for o in (_env("ALLOWED_ORIGINS") or "").split(",") if o.strip()],
+        metavar="ORIGIN",
+        help="also accept browser pages from this origin (scheme://host[:port]; repeatable; '*' for any); "
+        "the server's own origin and loopback pages always are "
+        "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
     )
     serve.add_argument(
         "--tls-cert",
@@ -180,11 +206,36 @@ def _add_model_arguments(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_limit_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int_in_range(1024, MAX_MESSAGE_MIB_LIMIT * MIB),
+        default=_env("MAX_MESSAGE_BYTES", str(16 * MIB)),
+        help="largest client message; bigger ones close the connection with 1009 "
+        "(env MLX_REALTIME_MAX_MESSAGE_BYTES; default 16 MiB)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=int_in_range(1024, MAX_MESSAGE_MIB_LIMIT * MIB),
+        default=_env("MAX_INFLIGHT_BYTES", str(64 * MIB)),
+        help="client bytes received but not yet handled, over all sessions; past it events are refused "
+        "with an error; at least --max-message-bytes (env MLX_REALTIME_MAX_INFLIGHT_BYTES; default 64 MiB)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        dest="send_timeout_s",
+        type=positive_seconds,
+        default=_env("SEND_TIMEOUT_S", "10"),
+        help="seconds a send may stay blocked by a client that does not read before its answer is "
+        "cancelled and it is closed with 1008 (env MLX_REALTIME_SEND_TIMEOUT_S; default 10)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve" and (args.tls_cert is None) != (args.tls_key is None):
-        parser.subcommands["serve"].error("--tls-cert and --tls-key go together: give both or neither")
+    if args.command == "serve":
+        _check_serve_arguments(parser.subcommands["serve"], args)
     _configure_logging(args.log_level)
     try:
         if args.command == "make-demo-model":
@@ -199,6 +250,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME_FAILURE
 
 
+def _check_serve_arguments(serve: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What argparse cannot check one flag at a time; a failure is a usage error (exit 2)."""
+    from .access import allowed_origin_set
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        serve.error("--tls-cert and --tls-key go together: give both or neither")
+    if args.max_inflight_bytes < args.max_message_bytes:
+        serve.error("--max-inflight-bytes must be at least --max-message-bytes, or large messages never pass")
+    try:
+        allowed_origin_set(args.allowed_origins)
+    except ValueError as exc:
+        serve.error(f"argument --allowed-origin: {exc}")
+
+
 def _unexpected_failure(exc: Exception) -> str:
     return (
         f"start-up failed: {type(exc).__name__}: {one_line(str(exc))}; "
@@ -210,8 +275,6 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _make_demo_model(args: argparse.Namespace) -> int:
@@ -227,7 +290,7 @@ def _make_demo_model(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
-    from .server import RealtimeServer, ServerConfig
+    from .server import RealtimeServer
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
@@ -240,17 +303,39 @@ def _serve(args: argparse.Namespace) -> int:
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
     worker = EngineWorker(MlxBackend(model_path))
+    server = RealtimeServer(_server_config(args, is_demo, ssl_context, listener), worker)
     start_engine(worker, model_path)
+    try:
+        asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        pass
+    # Everything is closed and the engine thread joined. Skipping the interpreter's teardown keeps
+    # MLX's native state from being destroyed there, off its thread ("terminate called …", exit 134).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _server_config(
+    args: argparse.Namespace, is_demo: bool, ssl_context: ssl.SSLContext | None, listener: socket.socket
+) -> ServerConfig:
+    from .server import ServerConfig
+
     defaults = SessionSettings(
         model=args.model or "gemma-4-demo",
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
-    config = ServerConfig(
+    return ServerConfig(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        allowed_origins=tuple(args.allowed_origins),
         max_sessions=args.max_sessions,
+        max_message_bytes=args.max_message_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        send_timeout_s=args.send_timeout_s,
         web_dir=args.web_dir,
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
@@ -259,11 +344,6 @@ def _serve(args: argparse.Namespace) -> int:
         metrics_token=args.metrics_token,
         listener=listener,
     )
-    try:
-        asyncio.run(_run(RealtimeServer(config, worker)))
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 async def _run(server: RealtimeServer) -> None:
@@ -271,23 +351,24 @@ async def _run(server: RealtimeServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server.running() as ws_server:
-        host, port = next(iter(ws_server.sockets)).getsockname()[:2]
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        secure = server.config.ssl_context is not None
-        http, ws = ("https", "wss") if secure else ("http", "ws")
-        # Scripts and tests wait for this exact line on stdout.
-        print(f"mlx-realtime listening on {http}://{url_host}:{port}", flush=True)
-        log.info(
-            "open %s://%s:%s in a browser; WebSocket at %s://%s:%s/v1/realtime",
-            http,
-            url_host,
-            port,
-            ws,
-            url_host,
-            port,
-        )
-        await stop.wait()
-        log.info("shutting down")
+    port = server.bind()
+    await server.serve()
+    url_host = "127.0.0.1" if server.config.host in ("0.0.0.0", "::") else server.config.host
+    http, ws = ("https", "wss") if server.config.ssl_context is not None else ("http", "ws")
+    # Scripts and tests wait for this exact line on stdout.
+    print(f"mlx-realtime listening on {http}://{url_host}:{port}", flush=True)
+    log.info(
+        "open %s://%s:%s in a browser; WebSocket at %s://%s:%s/v1/realtime",
+        http,
+        url_host,
+        port,
+        ws,
+        url_host,
+        port,
+    )
+    await stop.wait()
+    log.info("shutting down: closing sessions")
+    await server.shutdown()
     # The engine stops while the loop still runs, so no output is sent to a closed loop.
     await asyncio.to_thread(server.engine.stop)
+    log.info("stopped")
