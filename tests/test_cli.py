@@ -41,6 +41,14 @@ def test_version_names_the_installed_package():
         (["serve"], {"MLX_REALTIME_PORT": "eighty"}, "argument --port: 'eighty' is not a whole number"),
         (["serve", "--log-level", "LOUD"], {}, "argument --log-level: invalid choice: 'LOUD'"),
         (["serve", "--no-such-flag"], {}, "unrecognized arguments: --no-such-flag"),
+        (["serve", "--send-timeout", "0"], {}, "argument --send-timeout: 0 is out of range"),
+        (["serve", "--allowed-origin", "not an origin"], {}, "argument --allowed-origin: not an origin"),
+        (
+            ["serve", "--max-message-bytes", "4096", "--max-inflight-bytes", "2048"],
+            {},
+            "--max-inflight-bytes must be at least --max-message-bytes",
+        ),
+        (["serve", "--tls-key", "key.pem"], {}, "--tls-cert and --tls-key go together"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(args, env, message):
