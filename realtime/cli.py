@@ -111,6 +111,7 @@ def build_parser() -> _Parser:
 def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     # String defaults go through `type` like typed-in values, so a bad environment variable is a usage error.
     _add_listening_arguments(serve)
+    _add_access_arguments(serve)
     _add_model_arguments(serve)
     _add_limit_arguments(serve)
 
@@ -128,6 +129,29 @@ def _add_listening_arguments(serve: argparse.ArgumentParser) -> None:
         help="TCP port, 0 picks a free one (env MLX_REALTIME_PORT; default 8000)",
     )
     serve.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=_env("TLS_CERT"),
+        help="PEM certificate chain: serve https:// and wss:// on the same port; needs --tls-key "
+        "(env MLX_REALTIME_TLS_CERT)",
+    )
+    serve.add_argument(
+        "--tls-key",
+        type=Path,
+        default=_env("TLS_KEY"),
+        help="PEM private key of --tls-cert (env MLX_REALTIME_TLS_KEY)",
+    )
+    serve.add_argument(
+        "--web-dir",
+        type=Path,
+        default=Path(_env("WEB_DIR") or default_web_dir()),
+        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR; "
+        "default: the client shipped with the package)",
+    )
+
+
+def _add_access_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
         "--api-key",
         default=_env("API_KEY"),
         help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
@@ -143,30 +167,10 @@ def _add_listening_arguments(serve: argparse.ArgumentParser) -> None:
         "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
     )
     serve.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=_env("TLS_CERT"),
-        help="PEM certificate chain: serve https:// and wss:// on the same port; needs --tls-key "
-        "(env MLX_REALTIME_TLS_CERT)",
-    )
-    serve.add_argument(
-        "--tls-key",
-        type=Path,
-        default=_env("TLS_KEY"),
-        help="PEM private key of --tls-cert (env MLX_REALTIME_TLS_KEY)",
-    )
-    serve.add_argument(
         "--metrics-token",
         default=_env("METRICS_TOKEN"),
         help="require `Authorization: Bearer TOKEN` on GET /metrics (env MLX_REALTIME_METRICS_TOKEN; "
         "default: /metrics is open)",
-    )
-    serve.add_argument(
-        "--web-dir",
-        type=Path,
-        default=Path(_env("WEB_DIR") or default_web_dir()),
-        help="directory of the browser client served at / (env MLX_REALTIME_WEB_DIR; "
-        "default: the client shipped with the package)",
     )
 
 
