@@ -238,6 +238,9 @@ class EngineHealth:
     alive: bool
     model: str = ""
     detail: str | None = None
+    # Load, for /metrics: work items queued or running, and sequences advanced per step right now.
+    queue_depth: int = 0
+    batch_size: int = 0
     # Tokens one request may hold, prompt and answer together; None: unknown (sessions then never truncate).
     context_tokens: int | None = None
 
