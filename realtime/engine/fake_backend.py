@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from .port import (
     ToolCall,
     TranscriptionRequest,
     Usage,
+    context_overflow,
 )
 
 
@@ -38,6 +39,11 @@ def describe_request(request: GenerationRequest) -> str:
         elif isinstance(part, ImagePart):
             words.append(f"image:{part.image.width}x{part.image.height}")
     return " ".join(words)
+
+
+def count_parts(request: GenerationRequest) -> Usage:
+    """Input usage as one text token per part."""
+    return Usage(input_text_tokens=sum(len(t.parts) for t in request.turns))
 
 
 def no_calls(request: GenerationRequest) -> list[tuple[str, str]]:
@@ -58,7 +64,10 @@ class FakeBackend:
     calls: Callable[[GenerationRequest], list[tuple[str, str]]] = no_calls
     transcript: Callable[[TranscriptionRequest], str] = describe_clips
     name: str = "fake"
+    context_tokens: int | None = None
     seconds_per_token: float = 0.0
+    # The input usage it reports; a request it cannot hold within context_tokens fails as the MLX one does.
+    count_input: Callable[[GenerationRequest], Usage] = count_parts
     requests: list[GenerationRequest] = field(default_factory=list)
     transcriptions: list[TranscriptionRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)
@@ -70,42 +79,48 @@ class FakeBackend:
 
     def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         self.requests.append(request)
-        steps = _word_deltas(request.response_id, self.reply(request))
+        text = self.reply(request)
+        steps: list[EngineOutput] = [
+            TextDelta(request.response_id, word if i == 0 else " " + word)
+            for i, word in enumerate(text.split(" ") if text else [])
+        ]
         steps += [
             ToolCall(request.response_id, f"call_{request.response_id}_{n}", name, arguments)
             for n, (name, arguments) in enumerate(self.calls(request))
         ]
-        n_input = sum(len(t.parts) for t in request.turns)
-        yield from self._stream(request.response_id, steps, request.max_output_tokens, n_input, should_stop)
-
-    def transcribe(
-        self, request: TranscriptionRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
-        self.transcriptions.append(request)
-        steps = _word_deltas(request.request_id, self.transcript(request))
-        n_clips = len(request.clips)
-        yield from self._stream(request.request_id, steps, request.max_output_tokens, n_clips, should_stop)
-
-    def _stream(
-        self,
-        request_id: str,
-        steps: list[EngineOutput],
-        limit: int | None,
-        n_input: int,
-        should_stop: Callable[[], bool],
-    ) -> Iterator[EngineOutput]:
-        limit = limit or len(steps)
+        limit = request.max_output_tokens or len(steps)
+        usage = self.count_input(request)
+        if self.context_tokens is not None and usage.input_tokens >= self.context_tokens:
+            yield context_overflow(request.response_id, usage, self.context_tokens)
+            return
         n_output = 0
         for step in steps[:limit]:
             if should_stop():
-                yield GenerationDone(request_id, "cancelled", Usage(n_input, 0, 0, 0, n_output))
+                yield GenerationDone(request.response_id, "cancelled", replace(usage, output_tokens=n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)
             n_output += 1
             yield step
         reason = "max_tokens" if limit < len(steps) else "end_of_turn"
-        yield GenerationDone(request_id, reason, Usage(n_input, 0, 0, 0, n_output))
+        yield GenerationDone(request.response_id, reason, replace(usage, output_tokens=n_output))
+
+    def transcribe(
+        self, request: TranscriptionRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput]:
+        """`transcript(request)` word by word, as generate() streams a reply."""
+        self.transcriptions.append(request)
+        words = self.transcript(request).split(" ")
+        usage = Usage(input_audio_tokens=len(request.clips))
+        n_output = 0
+        for i, word in enumerate(words[: request.max_output_tokens]):
+            if should_stop():
+                yield GenerationDone(request.request_id, "cancelled", replace(usage, output_tokens=n_output))
+                return
+            n_output += 1
+            yield TextDelta(request.request_id, word if i == 0 else " " + word)
+        reason = "max_tokens" if request.max_output_tokens < len(words) else "end_of_turn"
+        yield GenerationDone(request.request_id, reason, replace(usage, output_tokens=n_output))
 
     def drop_session(self, session_id: str) -> None:
         self.dropped_sessions.append(session_id)
@@ -120,10 +135,3 @@ class FakeBackend:
 
     def abandon_audio_turn(self, session_id: str) -> None:
         self.streamed.append(("abandon", session_id, None))
-
-
-def _word_deltas(request_id: str, text: str) -> list[EngineOutput]:
-    return [
-        TextDelta(request_id, word if i == 0 else " " + word)
-        for i, word in enumerate(text.split(" ") if text else [])
-    ]
