@@ -23,9 +23,10 @@ from .demo_shapes import (
 )
 from .demo_turns import end_turns
 
-DEMO_FORMAT_VERSION = 3
+DEMO_FORMAT_VERSION = 4
 DEMO_MODEL_TYPES = ("gemma4", "gemma4_unified")
 VOCAB_SIZE = 262_144
+RANDOM_WEIGHTS_KEY = "mlx_realtime_random_weights"
 # Smallest of Gemma 4's image budgets (70/140/280/560/1120 soft tokens; real checkpoints default to 280).
 DEMO_IMAGE_SOFT_TOKENS = 70
 AUDIO_MS_PER_TOKEN = 40
@@ -259,6 +260,8 @@ def model_config(model_type: str, shape: str = "tiny") -> dict[str, Any]:
         "audio_ms_per_token": AUDIO_MS_PER_TOKEN,
         "tie_word_embeddings": True,
         "initializer_range": 0.02,
+        # Served from any directory, a checkpoint with this key is announced as random weights.
+        RANDOM_WEIGHTS_KEY: True,
     }
 
 
