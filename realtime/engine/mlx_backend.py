@@ -16,7 +16,7 @@ from .conversation_cache import ConversationCache
 from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
 from .gemma4.audio_encoder import stream_encoder
 from .gemma4.chat_format import ChatTokens, PromptRenderer
-from .gemma4.language_model import Prefiller
+from .gemma4.language_model import DecodeBatch, Prefiller
 from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder
 from .gemma4.tokens import token_rules
@@ -37,6 +37,7 @@ from .port import (
 from .prefill import EmbeddingPiece, Piece, TokenPiece, split_into_chunks
 from .prompt import Prompt, Reply
 from .sampling import Sampler, suppression_mask
+from .scheduler import DecodeScheduler
 from .turn_stream import TurnStream, render_opening
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
@@ -118,6 +119,7 @@ class MlxBackend:
         self._rules = token_rules(model.config, extra_suppressed=[video_id] if video_id else [])
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
+        self._scheduler = DecodeScheduler(lambda caches: DecodeBatch(model, caches), self._prefiller.step)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
@@ -316,32 +318,51 @@ class MlxBackend:
         sampler = Sampler(request.sampling, self._suppressed)
         limit = request.max_output_tokens or self._max_output_tokens
         token = sampler(logits)
+        try:
+            return (
+                yield from self._decode_tokens(request, token, sampler, cache, answer, limit, should_stop)
+            )
+        finally:
+            self._scheduler.release(cache)
+
+    def _decode_tokens(
+        self,
+        request: GenerationRequest,
+        token: mx.array,
+        sampler: Sampler,
+        cache: ConversationCache,
+        answer: _Answer,
+        limit: int,
+        should_stop: Callable[[], bool],
+    ) -> Generator[Step, None, StopReason]:
+        output: Step = None
         while True:
-            if should_stop():
-                return "cancelled"
             last = len(answer.token_ids) + 1 >= limit
-            if not last:
-                # As mlx-lm: the next step is queued before this token is read, so the device computes
-                # while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
-                # next turn's prompt has it there anyway).
-                next_token = sampler(self._prefiller.step(cache, token))
-                mx.async_eval(next_token)
+            # As mlx-lm: the token goes into the step's forward before it is read, so the device computes
+            # the next one while this thread filters and yields. A stop token is thus fed too (for <turn|>,
+            # the next turn's prompt has it there anyway).
+            ticket = None if last else self._scheduler.decode(cache, token, sampler)
+            yield output
             token_id = int(token.item())
             if not last:
                 cache.keys.append(token_id)
+            if should_stop():
+                # Fed but never shown: the answer keeps its id (the cache holds it), not its text.
+                answer.token_ids.append(token_id)
+                return "cancelled"
             if token_id in self._rules.stop_ids:
                 tail = answer.flush()
                 if tail:
                     yield TextDelta(request.response_id, tail)
                 return "end_of_turn"
             delta = answer.add(token_id)
-            if last:
+            if ticket is None:
                 text = delta + answer.flush()
                 if text:
                     yield TextDelta(request.response_id, text)
                 return "max_tokens"
-            yield TextDelta(request.response_id, delta) if delta else None
-            token = next_token
+            output = TextDelta(request.response_id, delta) if delta else None
+            token = ticket.result()
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:
@@ -370,6 +391,10 @@ class MlxBackend:
         for _ in self.generate(request, _never):
             pass
         self.drop_session(request.session_id)
+
+    def finish_step(self) -> None:
+        """Runs the step's decode forward for every answer that asked for one since the last call."""
+        self._scheduler.run()
 
 
 def _input_usage(prompt: Prompt, n_cached: int) -> Usage:

@@ -63,6 +63,10 @@ class Backend(Protocol):
     def abandon_audio_turn(self, session_id: str) -> None:
         """The streamed turn will not be committed: return the cache exactly to its state before it."""
 
+    def finish_step(self) -> None:
+        """Called once per engine step, after every session's job took its unit: runs the work those
+        units queued together (one batched decode forward)."""
+
 
 @dataclass
 class _Job:
@@ -93,9 +97,11 @@ class EngineWorker:
     """The local engine (implements port.Engine): owns the backend on one thread, as MLX streams are
     thread-local since MLX 0.31.
 
-    Each session's jobs run in order; sessions take turns one step at a time, so one long prefill or
-    answer cannot starve another session's first token. Sinks are called on the engine thread; the
-    transport wraps them with loop.call_soon_threadsafe.
+    Each session's jobs run in order. One engine step advances every session's current job by one unit
+    (a prefill chunk, a token), then lets the backend run what they queued together, so answers decode
+    in one batch and a long prefill delays the others by one chunk. Commands (cancel, close) apply
+    between steps. Sinks are called on the engine thread; the transport wraps them with
+    loop.call_soon_threadsafe.
     """
 
     backend: Backend
@@ -169,7 +175,7 @@ class EngineWorker:
         self._ready.set()
         while self._apply_commands():
             if self._queues:
-                self._step_next_session()
+                self._step_every_session()
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.
@@ -203,13 +209,17 @@ class EngineWorker:
             job.close()
         self.backend.drop_session(session_id)
 
-    def _step_next_session(self) -> None:
-        session_id = next(iter(self._queues))
-        jobs = self._queues.pop(session_id)
-        if not self._step(jobs[0]):
-            jobs.popleft()
-        if jobs:
-            self._queues[session_id] = jobs  # to the back of the rotation
+    def _step_every_session(self) -> None:
+        for session_id in list(self._queues):
+            jobs = self._queues[session_id]
+            if not self._step(jobs[0]):
+                jobs.popleft()
+            if not jobs:
+                del self._queues[session_id]
+        try:
+            self.backend.finish_step()
+        except Exception:  # noqa: BLE001 - the requests that queued work see its failure themselves
+            log.exception("engine step failed")
 
     def _step(self, job: _Job) -> bool:
         """Run one unit of the job's work; False once it has finished."""
