@@ -53,9 +53,7 @@ class FakeBackend:
     def load(self) -> None:
         pass
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
+    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         self.requests.append(request)
         words = self.reply(request).split(" ")
         limit = request.max_output_tokens or len(words)
@@ -63,9 +61,7 @@ class FakeBackend:
         n_output = 0
         for i, word in enumerate(words[:limit]):
             if should_stop():
-                yield GenerationDone(
-                    request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output)
-                )
+                yield GenerationDone(request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)

@@ -12,8 +12,8 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
+from .answer import Answer, Step, decode_answer
 from .conversation_cache import ConversationCache
-from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
 from .gemma4.audio_encoder import stream_encoder
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.language_model import DecodeBatch, Prefiller
@@ -29,24 +29,19 @@ from .port import (
     GenerationRequest,
     ImagePart,
     StopReason,
-    TextDelta,
     TextPart,
     Turn,
     Usage,
 )
-from .prefill import EmbeddingPiece, Piece, TokenPiece, split_into_chunks
+from .prefill import EmbeddingPiece, Piece, TokenPiece, take_tokens
 from .prompt import Prompt, Reply
 from .sampling import Sampler, suppression_mask
-from .scheduler import DecodeScheduler
+from .scheduler import StepScheduler, prefill_in_steps
 from .turn_stream import TurnStream, render_opening
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
-
-# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
-# the worker can step the next session.
-Step = TextDelta | None
 
 
 def _never() -> bool:
@@ -61,28 +56,6 @@ class _Session:
     busy: bool = False
     # The user turn being prefilled while it is spoken, if any.
     stream: TurnStream | None = None
-
-
-class _Answer:
-    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
-        self.token_ids: list[int] = []
-        self.text = ""
-        self._thinking = ThinkingFilter(rules.hidden_span)
-        self._detokenizer = StreamingDetokenizer(tokenizer)
-
-    def add(self, token_id: int) -> str:
-        self.token_ids.append(token_id)
-        delta = self._detokenizer.add(token_id) if self._thinking.visible(token_id) else ""
-        self.text += delta
-        return delta
-
-    def flush(self) -> str:
-        tail = self._detokenizer.flush()
-        self.text += tail
-        return tail
-
-    def reply(self) -> Reply:
-        return Reply(tuple(self.token_ids), self.text)
 
 
 class MlxBackend:
@@ -119,7 +92,9 @@ class MlxBackend:
         self._rules = token_rules(model.config, extra_suppressed=[video_id] if video_id else [])
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
-        self._scheduler = DecodeScheduler(lambda caches: DecodeBatch(model, caches), self._prefiller.step)
+        self._scheduler = StepScheduler(
+            lambda caches: DecodeBatch(model, caches), self._prefiller.step, self._prefill_chunk_tokens
+        )
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
         self._warm_up()
@@ -130,7 +105,7 @@ class MlxBackend:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
-        answer = _Answer(self.loaded.processor.tokenizer, self._rules)
+        answer = Answer(self.loaded.processor.tokenizer, self._rules)
         prompt = self._renderer.render(request.instructions, request.turns, session.replies)
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
@@ -225,19 +200,23 @@ class MlxBackend:
 
     def _prefill_chunks(
         self, cache: ConversationCache, pieces: list[Piece], should_stop: Callable[[], bool]
-    ) -> Generator[None, None, None]:
-        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
-            if should_stop():
-                return
-            self._prefiller.forward(cache, chunk)
-            yield None
+    ) -> Generator[None, None, mx.array | None]:
+        return (
+            yield from prefill_in_steps(
+                self._scheduler,
+                pieces,
+                lambda chunk: self._prefiller.forward(cache, chunk),
+                should_stop,
+                self._prefill_chunk_tokens,
+            )
+        )
 
     def _answer(
         self,
         request: GenerationRequest,
         prompt: Prompt,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
         n_cached_on_arrival: int | None,
     ) -> Generator[Step, None, GenerationDone]:
@@ -264,14 +243,15 @@ class MlxBackend:
         pieces = yield from self._uncached_pieces(prompt, len(cache), should_stop)
         if pieces is None:
             return None
-        chunks, image_blocks = self._prompt_chunks(pieces)
-        for i, chunk in enumerate(chunks):
-            if should_stop():
-                return None
-            logits = self._prefiller.forward(cache, chunk, image_blocks)
-            if i < len(chunks) - 1:
-                yield None
-        return logits
+        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
+        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
+        # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
+        kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
+        if self._unified and "image" in kinds and "audio" not in kinds:
+            return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
+        head, last = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
+        yield from self._prefill_chunks(cache, head, should_stop)
+        return None if should_stop() else self._prefiller.forward(cache, last)
 
     def _uncached_pieces(
         self, prompt: Prompt, position: int, should_stop: Callable[[], bool]
@@ -294,75 +274,29 @@ class MlxBackend:
         pieces.append(TokenPiece(prompt.ids[position:]))
         return [p for p in pieces if len(p)]
 
-    def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
-        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
-        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
-        # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
-        kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
-        if self._unified and "image" in kinds and "audio" not in kinds:
-            return [pieces], True
-        *head, last = pieces
-        if len(last) > 1:
-            head.append(last.slice(0, len(last) - 1))
-            last = last.slice(len(last) - 1, len(last))
-        return [*split_into_chunks(head, self._prefill_chunk_tokens), [last]], False
-
     def _decode(
         self,
         request: GenerationRequest,
         logits: mx.array,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
     ) -> Generator[Step, None, StopReason]:
         sampler = Sampler(request.sampling, self._suppressed)
         limit = request.max_output_tokens or self._max_output_tokens
-        token = sampler(logits)
-        try:
-            return (
-                yield from self._decode_tokens(request, token, sampler, cache, answer, limit, should_stop)
+        return (
+            yield from decode_answer(
+                self._scheduler,
+                request.response_id,
+                sampler(logits),
+                sampler,
+                cache,
+                answer,
+                self._rules,
+                limit,
+                should_stop,
             )
-        finally:
-            self._scheduler.release(cache)
-
-    def _decode_tokens(
-        self,
-        request: GenerationRequest,
-        token: mx.array,
-        sampler: Sampler,
-        cache: ConversationCache,
-        answer: _Answer,
-        limit: int,
-        should_stop: Callable[[], bool],
-    ) -> Generator[Step, None, StopReason]:
-        output: Step = None
-        while True:
-            last = len(answer.token_ids) + 1 >= limit
-            # As mlx-lm: the token goes into the step's forward before it is read, so the device computes
-            # the next one while this thread filters and yields. A stop token is thus fed too (for <turn|>,
-            # the next turn's prompt has it there anyway).
-            ticket = None if last else self._scheduler.decode(cache, token, sampler)
-            yield output
-            token_id = int(token.item())
-            if not last:
-                cache.keys.append(token_id)
-            if should_stop():
-                # Fed but never shown: the answer keeps its id (the cache holds it), not its text.
-                answer.token_ids.append(token_id)
-                return "cancelled"
-            if token_id in self._rules.stop_ids:
-                tail = answer.flush()
-                if tail:
-                    yield TextDelta(request.response_id, tail)
-                return "end_of_turn"
-            delta = answer.add(token_id)
-            if ticket is None:
-                text = delta + answer.flush()
-                if text:
-                    yield TextDelta(request.response_id, text)
-                return "max_tokens"
-            output = TextDelta(request.response_id, delta) if delta else None
-            token = ticket.result()
+        )
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:

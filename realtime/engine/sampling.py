@@ -25,11 +25,13 @@ class Sampler:
         seed = settings.seed if settings.seed is not None else secrets.randbits(32)
         self._key = mx.random.key(seed)
 
-    def __call__(self, logits: mx.array) -> mx.array:
-        """The token id, shape (1,), lazy: the caller decides when to wait for it."""
+    def __call__(self, logits: mx.array, extra_mask: mx.array | None = None) -> mx.array:
+        """The token id, shape (1,), lazy: the caller decides when to wait for it. `extra_mask` bans more
+        ids for this token only (True = banned), e.g. what a grammar does not allow next."""
         # Log-probabilities first, then the mask: the same numbers mlx-vlm's greedy argmax sees.
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        logprobs = mx.where(self._suppressed, -mx.inf, logprobs)
+        banned = self._suppressed if extra_mask is None else self._suppressed | extra_mask
+        logprobs = mx.where(banned, -mx.inf, logprobs)
         if self._temperature <= 0:
             return mx.argmax(logprobs, axis=-1)
         if 0 < self._top_p < 1:

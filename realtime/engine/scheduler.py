@@ -1,18 +1,20 @@
-"""One decode forward per engine step for every conversation that is decoding, batched when several are.
+"""The engine step: one decode forward over every answer that is decoding, and a prefill token budget.
 
 Requests stay in their own generators (prompt, prefix reuse, detokenizer, stop rules); they hand the
-scheduler a token to feed and get back the next one, lazily. The worker calls `run()` once per step,
-after every session has had its turn, so the step's tokens go through the model together.
+scheduler a token to feed and get back the next one, lazily, and take prefill room before each chunk.
+The worker calls `run()` once per step, after every session has had its turn, so the step's tokens go
+through the model together and its prefill chunks together stay under the budget.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Protocol
 
 import mlx.core as mx
 
 from .conversation_cache import ConversationCache
+from .prefill import Piece, take_tokens
 
 Sample = Callable[[mx.array], mx.array]
 
@@ -27,7 +29,7 @@ class Batch(Protocol):
 class DecodeTicket:
     """One row's token for the coming step; `result()` is the token sampled after it, not yet computed."""
 
-    def __init__(self, scheduler: DecodeScheduler, cache: ConversationCache, token: mx.array, sample: Sample):
+    def __init__(self, scheduler: StepScheduler, cache: ConversationCache, token: mx.array, sample: Sample):
         self.cache = cache
         self.token = token
         self.sample = sample
@@ -48,7 +50,7 @@ class DecodeTicket:
         self._next, self._error = next_token, error
 
 
-class DecodeScheduler:
+class StepScheduler:
     """Keeps the decoding rows merged in one batch cache while the set of rows stays the same: merging
     copies every row's KV, so it happens when a row joins or leaves, not every token."""
 
@@ -56,12 +58,30 @@ class DecodeScheduler:
         self,
         make_batch: Callable[[Sequence[ConversationCache]], Batch],
         step_alone: Callable[[ConversationCache, mx.array], mx.array],
+        prefill_tokens_per_step: int,
     ) -> None:
         self._make_batch = make_batch
         self._step_alone = step_alone
         self._pending: list[DecodeTicket] = []
         self._rows: list[ConversationCache] = []
         self._batch: Batch | None = None
+        self._prefill_tokens_per_step = prefill_tokens_per_step
+        self._prefill_used = 0
+        self.n_steps = 0
+
+    def prefill_room(self, n_wanted: int) -> Generator[None, None, int]:
+        """How many of n_wanted prefill tokens this step still takes, at least one: waits for a later
+        step (yielding) while this one's budget is spent."""
+        while True:
+            room = min(n_wanted, self._prefill_tokens_per_step - self._prefill_used)
+            if room > 0:
+                self._prefill_used += room
+                return room
+            step = self.n_steps
+            yield None
+            if self.n_steps == step:
+                # Nobody is stepping the engine (a direct caller): this is the step boundary.
+                self.run()
 
     @property
     def n_batched(self) -> int:
@@ -79,6 +99,8 @@ class DecodeScheduler:
             self._unbatch()
 
     def run(self) -> None:
+        self.n_steps += 1
+        self._prefill_used = 0
         tickets, self._pending = self._in_row_order(self._pending), []
         if not tickets:
             return
@@ -118,3 +140,25 @@ class DecodeScheduler:
 
 def _same_rows(caches: list[ConversationCache], rows: list[ConversationCache]) -> bool:
     return len(caches) == len(rows) and all(a is b for a, b in zip(caches, rows, strict=True))
+
+
+def prefill_in_steps(
+    scheduler: StepScheduler,
+    pieces: Sequence[Piece],
+    forward: Callable[[list[Piece]], mx.array],
+    should_stop: Callable[[], bool],
+    max_chunk_tokens: int,
+) -> Generator[None, None, mx.array | None]:
+    """Feeds pieces through `forward` a chunk at a time, within each step's budget; yields after each
+    chunk. The last chunk's logits, or None when stopped (or given nothing)."""
+    rest, logits = [p for p in pieces if len(p)], None
+    while rest:
+        if should_stop():
+            return None
+        room = yield from scheduler.prefill_room(min(max_chunk_tokens, sum(len(p) for p in rest)))
+        if should_stop():
+            return None
+        chunk, rest = take_tokens(rest, room)
+        logits = forward(chunk)
+        yield None
+    return logits

@@ -78,6 +78,8 @@ class _Job:
     response_id: str | None = None
     cancelled: bool = False
     steps: Iterator[BackendStep] | None = None
+    # For streamed audio: the samples of every push it stands for (pushes queued behind each other merge).
+    audio: list[np.ndarray] = field(default_factory=list)
 
     def close(self) -> None:
         if self.steps is not None:
@@ -146,8 +148,12 @@ class EngineWorker:
             start = command.start
             return _Job(start.session_id, lambda stop: backend.begin_audio_turn(start))
         if isinstance(command, AppendAudioTurn):
-            session_id, samples = command.session_id, command.samples
-            return _Job(session_id, lambda stop: backend.append_audio_turn(session_id, samples))
+            session_id = command.session_id
+            job = _Job(
+                session_id, lambda stop: backend.append_audio_turn(session_id, np.concatenate(job.audio))
+            )
+            job.audio.append(command.samples)
+            return job
         if isinstance(command, AbandonAudioTurn):
             session_id = command.session_id
 
@@ -194,7 +200,7 @@ class EngineWorker:
                 self._queues.clear()
                 return False
             if isinstance(command, _Job):
-                self._queues.setdefault(command.session_id, deque()).append(command)
+                self._queue(command)
             elif isinstance(command, CancelGeneration):
                 for jobs in self._queues.values():
                     for job in jobs:
@@ -203,6 +209,15 @@ class EngineWorker:
             else:
                 self._drop_session(command.session_id)
 
+    def _queue(self, job: _Job) -> None:
+        jobs = self._queues.setdefault(job.session_id, deque())
+        last = jobs[-1] if jobs else None
+        if job.audio and last is not None and last.audio and last.steps is None:
+            # Pushes that arrived while the engine was busy are heard in one go: fewer, larger steps.
+            last.audio.extend(job.audio)
+            return
+        jobs.append(job)
+
     def _drop_session(self, session_id: str) -> None:
         # Unfinished work of a closed session is stopped here, not stepped to its end.
         for job in self._queues.pop(session_id, ()):
@@ -210,12 +225,16 @@ class EngineWorker:
         self.backend.drop_session(session_id)
 
     def _step_every_session(self) -> None:
-        for session_id in list(self._queues):
+        order = list(self._queues)
+        for session_id in order:
             jobs = self._queues[session_id]
             if not self._step(jobs[0]):
                 jobs.popleft()
             if not jobs:
                 del self._queues[session_id]
+        if order[0] in self._queues:
+            # The next step starts with another session, so none always comes first to the prefill budget.
+            self._queues[order[0]] = self._queues.pop(order[0])
         try:
             self.backend.finish_step()
         except Exception:  # noqa: BLE001 - the requests that queued work see its failure themselves

@@ -145,3 +145,51 @@ def test_a_cancelled_row_leaves_and_the_others_stay_exact(loaded, batched):
         if name != "long":
             tokens, _ = alone(reference, req)
             assert state.reply(backend, req.session_id, req.output_item_id).token_ids == tuple(tokens)
+
+
+class BudgetBackend(MlxBackend):
+    """Records, per engine step, the prefill tokens forwarded and the answers decoded."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path, prefill_chunk_tokens=64)
+        self.steps: list[tuple[int, int]] = []
+        self._prefilled = 0
+
+    def load(self) -> None:
+        super().load()
+        forward = self._prefiller.forward
+
+        def counted(cache, pieces, image_blocks=False):
+            n_tokens = sum(len(p) for p in pieces)
+            # A prompt's last token runs on its own, outside the budget: its logits start the answer.
+            self._prefilled += n_tokens if n_tokens > 1 else 0
+            return forward(cache, pieces, image_blocks)
+
+        self._prefiller.forward = counted
+        self.steps.clear()
+
+    def finish_step(self) -> None:
+        self.steps.append((self._prefilled, len(self._scheduler._pending)))
+        self._prefilled = 0
+        super().finish_step()
+
+
+def test_long_prompts_share_one_prefill_budget_per_step_while_an_answer_decodes(loaded):
+    backend = BudgetBackend(ensure_demo_model())
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    try:
+        talker = request("talker", "hi", max_tokens=48)
+        long_prompt = "the quick brown fox jumps over the lazy dog again " * 30
+        run_together(worker, [talker, request("reader-1", long_prompt, max_tokens=2)])
+        reference = MlxBackend(loaded)
+        reference.load()
+        tokens, _ = alone(reference, talker)
+    finally:
+        worker.stop()
+    assert state.reply(backend, "talker", "talker-a1").token_ids == tuple(tokens)
+    prefilling = [(n_prefill, n_decoding) for n_prefill, n_decoding in backend.steps if n_prefill]
+    # About 330 prompt tokens in chunks of at most 64 per step, the talker decoding in the same steps.
+    assert len(prefilling) >= 5
+    assert all(n_prefill <= 64 for n_prefill, _ in prefilling)
+    assert sum(n_decoding > 0 for _, n_decoding in prefilling) >= len(prefilling) - 2
