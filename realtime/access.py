@@ -6,9 +6,11 @@ import hmac
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDictProxy
+if TYPE_CHECKING:
+    from multidict import CIMultiDictProxy
 
 KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}

@@ -15,7 +15,7 @@ from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 
 if TYPE_CHECKING:
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
-    from .server import RealtimeServer
+    from .server import RealtimeServer, ServerConfig
 
 log = logging.getLogger("realtime")
 
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[o for o in (_env("ALLOWED_ORIGINS") or "").split(",") if o.strip()],
         metavar="ORIGIN",
         help="also accept browser pages from this origin (scheme://host[:port]; repeatable; '*' for any); "
-        "the server's own origin and loopback pages always are (env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
+        "the server's own origin and loopback pages always are "
+        "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
     )
     serve.add_argument(
         "--max-message-bytes",
@@ -150,14 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .engine.loading import resolve_model_path
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
-    from .access import allowed_origin_set
-    from .server import RealtimeServer, ServerConfig
+    from .server import RealtimeServer
 
-    try:
-        allowed_origin_set(args.allowed_origins)
-    except ValueError as exc:
-        log.error("--allowed-origin: %s", exc)
-        return 2
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
     model_path, is_demo = resolve_model_path(args.model)
@@ -167,14 +162,34 @@ def _serve(args: argparse.Namespace) -> int:
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
     worker = EngineWorker(MlxBackend(model_path))
+    try:
+        server = RealtimeServer(_server_config(args), worker)
+    except ValueError as exc:  # a bad --allowed-origin or limit, before the model loads
+        log.error("%s", exc)
+        return 2
     log.info("loading %s", model_path)
     worker.start()
+    try:
+        asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        pass
+    # Everything is closed and the engine thread joined. Skipping the interpreter's teardown keeps
+    # MLX's native state from being destroyed there, off its thread ("terminate called …", exit 134).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    from .server import ServerConfig
+
     defaults = SessionSettings(
         model=args.model or "gemma-4-demo",
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
-    config = ServerConfig(
+    return ServerConfig(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
@@ -187,16 +202,6 @@ def _serve(args: argparse.Namespace) -> int:
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
     )
-    try:
-        asyncio.run(_run(RealtimeServer(config, worker)))
-    except KeyboardInterrupt:
-        pass
-    # Everything is closed and the engine thread joined. Skipping the interpreter's teardown keeps
-    # MLX's native state from being destroyed there, off its thread ("terminate called …", exit 134).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 async def _run(server: RealtimeServer) -> None:
@@ -209,7 +214,9 @@ async def _run(server: RealtimeServer) -> None:
     url_host = "127.0.0.1" if server.config.host in ("0.0.0.0", "::") else server.config.host
     # Scripts and tests wait for this exact line on stdout.
     print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
-    log.info("open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port)
+    log.info(
+        "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port
+    )
     await stop.wait()
     log.info("shutting down: closing sessions")
     await server.shutdown()

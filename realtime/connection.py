@@ -1,4 +1,4 @@
-"""One WebSocket connection's pump: socket reads and engine outputs in, session events out, with flow control."""
+"""One WebSocket connection's pump: reads and engine outputs in, session events out, flow-controlled."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp import WSMsgType, web
 from .engine.port import Engine, EngineOutput
 from .protocol.codec import encode_server_event, peek_event_id
 from .protocol.errors import ProtocolError
+from .protocol.server_events import ServerEvent
 from .session.session import Session
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ class Connection:
                     self.session.receive_engine_output(received)  # type: ignore[arg-type]
         except SlowClient:
             log.warning("session %s: the client stopped reading; closing it", self.session.id)
-            await self._close_stalled()
+            reason = f"client stopped reading: a send was blocked for {self._limits.send_timeout_s:g} s"
+            await self.close(CLOSE_POLICY, reason)
         finally:
             reader.cancel()
             self._release_inbox()
@@ -146,7 +149,14 @@ class Connection:
             self._dispatch()
 
     async def close(self, code: int, reason: str) -> None:
-        await self.ws.close(code=code, message=reason.encode())
+        """Close with a code; a client that does not read or answer gets its socket dropped instead."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.close(code=code, message=reason.encode())
+        except TimeoutError:
+            pass
+        finally:
+            abort_transport(self._request)
 
     def _sink(self, output: EngineOutput) -> None:
         try:
@@ -161,6 +171,9 @@ class Connection:
                     await self._admit(message.data)
         finally:
             self._inbox.put_nowait(_CLOSED)
+            if self.ws.closed:
+                # A keepalive timeout closed the socket: a send blocked on it must not wait any longer.
+                abort_transport(self._request)
 
     async def _admit(self, data: str | bytes) -> None:
         if self._budget.try_take(len(data)):
@@ -171,11 +184,10 @@ class Connection:
                 raise
             return
         error = ProtocolError(
-            "server_overloaded",
-            "The server holds too much unprocessed client data right now; this event was not handled. "
-            "Send it again later.",
+            "server_busy",
+            "The server holds too much unhandled client data right now (--max-inflight-bytes); this event "
+            "was not handled. Send it again later.",
             event_id=peek_event_id(data),
-            error_type="server_error",
         )
         self._inbox.put_nowait(_Refused(error))
 
@@ -194,21 +206,11 @@ class Connection:
                 return False
         return not self.ws.closed
 
-    def _dispatch(self) -> list:
+    def _dispatch(self) -> list[ServerEvent]:
         events, commands = self.session.drain()
         for command in commands:
             self._engine.send(command, self._sink)
         return events
-
-    async def _close_stalled(self) -> None:
-        reason = f"client stopped reading: a send was blocked for {self._limits.send_timeout_s:g} s"
-        try:
-            async with asyncio.timeout(1):
-                await self.close(CLOSE_POLICY, reason)
-        except TimeoutError:
-            pass
-        finally:
-            abort_transport(self._request)
 
     def _release_inbox(self) -> None:
         self._budget.give_back(self._inbox.client_bytes)

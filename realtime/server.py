@@ -1,4 +1,4 @@
-"""The thin transport: one aiohttp app serving the realtime WebSocket, /healthz and the web client on one port."""
+"""The thin transport: one aiohttp app serves the realtime WebSocket, /healthz and web/ on one port."""
 
 from __future__ import annotations
 
@@ -47,6 +47,8 @@ class ServerConfig:
     send_timeout_s: float = 10.0
     # Keepalive: a ping this often; no pong within half of it closes the connection.
     ping_interval_s: float | None = 20.0
+    # A connection that has not sent a whole request by then (or sits idle between HTTP requests) is closed.
+    request_timeout_s: float = 10.0
     web_dir: Path = WEB_DIR
     session_defaults: SessionSettings = field(default_factory=SessionSettings)
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
@@ -56,11 +58,15 @@ class ServerConfig:
 
 
 class RealtimeServer:
-    """Routes are registered on `app.router` (or passed as `extra_routes`) before `bind()`."""
+    """More routes go on `app.router` (or in `extra_routes`) before `serve()`; they win over static files."""
 
     def __init__(
         self, config: ServerConfig, engine: Engine, *, extra_routes: Iterable[web.AbstractRouteDef] = ()
     ) -> None:
+        if config.max_inflight_bytes < config.max_message_bytes:
+            raise ValueError(
+                "max_inflight_bytes must be at least max_message_bytes, or large messages never pass"
+            )
         self.config = config
         self.engine = engine
         self._access = AccessPolicy(config.api_key, allowed_origin_set(config.allowed_origins))
@@ -97,16 +103,25 @@ class RealtimeServer:
             self.bind()
         # The catch-all static route comes last, so routes added before serving take precedence.
         self.app.router.add_get("/{path:.*}", self._static)
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5,
+            keepalive_timeout=self.config.request_timeout_s,
+        )
         await self._runner.setup()
         await web.SockSite(self._runner, self._socket, ssl_context=self.config.ssl_context).start()
 
     async def shutdown(self) -> None:
         """Close every session with 1001 (their answers are cancelled), then stop serving."""
-        closing = [c.close(CLOSE_GOING_AWAY, "server shutting down") for c in list(self._connections.values())]
+        closing = [
+            c.close(CLOSE_GOING_AWAY, "server shutting down") for c in list(self._connections.values())
+        ]
         await asyncio.gather(*closing, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         elif self._socket is not None:
             self._socket.close()
 
@@ -187,7 +202,9 @@ class RealtimeServer:
             limits=self.config.limits,
             stream_turns=self.config.streaming_prefill,
         )
-        flow = FlowLimits(max_inbox_bytes=self.config.max_message_bytes, send_timeout_s=self.config.send_timeout_s)
+        flow = FlowLimits(
+            max_inbox_bytes=self.config.max_message_bytes, send_timeout_s=self.config.send_timeout_s
+        )
         connection = Connection(
             request,
             ws,

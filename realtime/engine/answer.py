@@ -1,74 +1,68 @@
-"""One answer being decoded: sampled tokens to text deltas, stop rules, and its row in the step's batch."""
+"""One answer being decoded: its row in each step's batched forward, stop rules, and what it yields."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import mlx.core as mx
 
 from .conversation_cache import ConversationCache
-from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
-from .port import StopReason, TextDelta
-from .prompt import Reply
-from .sampling import Sampler
+from .decoding import TokenRules
+from .port import StopReason, TextDelta, ToolCall
+from .sampling import Constraint, Sampler
 from .scheduler import StepScheduler
 
 # A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
 # the worker can step the next session.
-Step = TextDelta | None
+Step = TextDelta | ToolCall | None
 
 
-class Answer:
-    """The answer's tokens and visible text; `extra_mask` (vocab-sized, True = banned), when set, joins the
-    suppression mask for the next token sampled, e.g. a grammar constraint."""
+class AnswerTokens(Protocol):
+    """What the request keeps of its answer (the model adapter's token router)."""
 
-    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
-        self.token_ids: list[int] = []
-        self.text = ""
-        self.extra_mask: mx.array | None = None
-        self._thinking = ThinkingFilter(rules.hidden_span)
-        self._detokenizer = StreamingDetokenizer(tokenizer)
+    token_ids: list[int]
 
-    def add(self, token_id: int) -> str:
-        self.token_ids.append(token_id)
-        delta = self._detokenizer.add(token_id) if self._thinking.visible(token_id) else ""
-        self.text += delta
-        return delta
+    def add(self, token_id: int) -> Any: ...
 
-    def flush(self) -> str:
-        tail = self._detokenizer.flush()
-        self.text += tail
-        return tail
+    def flush(self) -> str: ...
 
-    def reply(self) -> Reply:
-        return Reply(tuple(self.token_ids), self.text)
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    response_id: str
+    rules: TokenRules
+    limit: int
+    # What one token added becomes on the wire: a TextDelta, a ToolCall, or nothing yet.
+    to_output: Callable[[Any], Step]
+    # An answer that may make one call only ends at it.
+    stop_after_call: bool
 
 
 def decode_answer(
     scheduler: StepScheduler,
-    response_id: str,
     first_token: mx.array,
     sampler: Sampler,
+    constraint: Constraint | None,
     cache: ConversationCache,
-    answer: Answer,
-    rules: TokenRules,
-    limit: int,
+    answer: AnswerTokens,
+    policy: AnswerPolicy,
     should_stop: Callable[[], bool],
 ) -> Generator[Step, None, StopReason]:
-    """Decodes until a stop token, the limit or cancellation; the cache leaves the batch when it ends."""
-
-    def sample(logits: mx.array) -> mx.array:
-        return sampler(logits, answer.extra_mask)
-
+    """Decodes until a stop token, the limit, a single call or cancellation; the cache leaves the batch
+    when it ends."""
     token, output = first_token, None
     try:
         while True:
-            last = len(answer.token_ids) + 1 >= limit
+            last = len(answer.token_ids) + 1 >= policy.limit
+            if constraint is not None:
+                # The next token's mask depends on this one, so it is read before that step is queued.
+                constraint.advance(int(token.item()))
             # As mlx-lm: the token goes into the step's forward before it is read, so the device computes
             # the next one while this thread filters and yields. A stop token is thus fed too (for
             # <turn|>, the next turn's prompt has it there anyway).
-            ticket = None if last else scheduler.decode(cache, token, sample)
+            ticket = None if last else scheduler.decode(cache, token, sampler)
             yield output
             token_id = int(token.item())
             if not last:
@@ -77,13 +71,28 @@ def decode_answer(
                 # Fed but never shown: the answer keeps its id (the cache holds it), not its text.
                 answer.token_ids.append(token_id)
                 return "cancelled"
-            delta = "" if token_id in rules.stop_ids else answer.add(token_id)
-            if token_id in rules.stop_ids or ticket is None:
-                text = delta + answer.flush()
-                if text:
-                    yield TextDelta(response_id, text)
-                return "end_of_turn" if token_id in rules.stop_ids else "max_tokens"
-            output = TextDelta(response_id, delta) if delta else None
+            if token_id in policy.rules.stop_ids or ticket is None:
+                return (yield from _finish(answer, policy, token_id))
+            output = policy.to_output(answer.add(token_id))
+            if isinstance(output, ToolCall) and policy.stop_after_call:
+                yield output
+                return "end_of_turn"
             token = ticket.result()
     finally:
         scheduler.release(cache)
+
+
+def _finish(answer: AnswerTokens, policy: AnswerPolicy, token_id: int) -> Generator[Step, None, StopReason]:
+    if token_id in policy.rules.stop_ids:
+        tail = answer.flush()
+        if tail:
+            yield TextDelta(policy.response_id, tail)
+        return "end_of_turn"
+    # The limit: the last token still counts, then whatever text the detokenizer held back.
+    output = policy.to_output(answer.add(token_id))
+    if output is not None:
+        yield output
+    tail = answer.flush()
+    if tail:
+        yield TextDelta(policy.response_id, tail)
+    return "max_tokens"

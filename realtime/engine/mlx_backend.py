@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -12,14 +13,16 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
-from .answer import Answer, Step, decode_answer
+from .answer import AnswerPolicy, Step, decode_answer
 from .conversation_cache import ConversationCache
 from .gemma4.audio_encoder import stream_encoder
+from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.language_model import DecodeBatch, Prefiller
 from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder
-from .gemma4.tokens import token_rules
+from .gemma4.tokens import TOOL_TOKEN_IDS, token_rules
+from .gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -29,7 +32,9 @@ from .port import (
     GenerationRequest,
     ImagePart,
     StopReason,
+    TextDelta,
     TextPart,
+    ToolCall,
     Turn,
     Usage,
 )
@@ -90,7 +95,15 @@ class MlxBackend:
         # The processor registers <|video|> itself when the tokenizer lacks it.
         video_id = getattr(processor, "video_token_id", None)
         self._rules = token_rules(model.config, extra_suppressed=[video_id] if video_id else [])
-        self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
+        vocab_size = model.config.text_config.vocab_size
+        self._suppressed = suppression_mask(self._rules.suppressed_ids, vocab_size)
+        # Without tools in the prompt no tool syntax may appear in an answer.
+        without_tools = self._rules.suppressed_ids | TOOL_TOKEN_IDS
+        self._suppressed_without_tools = suppression_mask(without_tools, vocab_size)
+        self._vocab_size = vocab_size
+        # About a second (more on a busy CPU): paid here, not by the first tool call, which would stall every
+        # session on the engine thread.
+        self._grammar_tokenizer = grammar_tokenizer(processor.tokenizer, vocab_size)
         self._prefiller = Prefiller(model)
         self._scheduler = StepScheduler(
             lambda caches: DecodeBatch(model, caches), self._prefiller.step, self._prefill_chunk_tokens
@@ -106,7 +119,9 @@ class MlxBackend:
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
         answer = Answer(self.loaded.processor.tokenizer, self._rules)
-        prompt = self._renderer.render(request.instructions, request.turns, session.replies)
+        prompt = self._renderer.render(
+            request.instructions, request.turns, session.replies, request.declared_tools
+        )
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
             present = {turn.item_id for turn in request.turns}
@@ -282,21 +297,37 @@ class MlxBackend:
         answer: Answer,
         should_stop: Callable[[], bool],
     ) -> Generator[Step, None, StopReason]:
-        sampler = Sampler(request.sampling, self._suppressed)
+        constraint = self._tool_constraint(request)
+        sampler = Sampler(request.sampling, self._suppression(request), constraint)
         limit = request.max_output_tokens or self._max_output_tokens
+        policy = AnswerPolicy(
+            request.response_id,
+            self._rules,
+            limit,
+            lambda added: self._output(request, answer, added),
+            stop_after_call=not request.parallel_tool_calls,
+        )
         return (
             yield from decode_answer(
-                self._scheduler,
-                request.response_id,
-                sampler(logits),
-                sampler,
-                cache,
-                answer,
-                self._rules,
-                limit,
-                should_stop,
+                self._scheduler, sampler(logits), sampler, constraint, cache, answer, policy, should_stop
             )
         )
+
+    def _output(self, request: GenerationRequest, answer: Answer, added: str | ParsedCall) -> Step:
+        if isinstance(added, ParsedCall):
+            call_id = f"call_{secrets.token_hex(12)}"
+            answer.call_ids.append(call_id)
+            return ToolCall(request.response_id, call_id, added.name, added.arguments)
+        return TextDelta(request.response_id, added) if added else None
+
+    def _suppression(self, request: GenerationRequest) -> mx.array:
+        return self._suppressed if request.declared_tools else self._suppressed_without_tools
+
+    def _tool_constraint(self, request: GenerationRequest) -> ToolCallConstraint | None:
+        if request.tool_choice in ("auto", "none") or not request.tools:
+            return None
+        grammar = call_grammar(request.tools, request.tool_choice, request.parallel_tool_calls)
+        return ToolCallConstraint(self._grammar_tokenizer, grammar, self._vocab_size)
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:

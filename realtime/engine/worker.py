@@ -46,8 +46,8 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
         """Yield after each unit of work (a prefill chunk or one token), so the worker can interleave
-        sessions. Yields TextDelta or None, and ends with exactly one GenerationDone; checks should_stop()
-        before every unit and then ends with stop_reason "cancelled"."""
+        sessions. Yields TextDelta, ToolCall or None, and ends with exactly one GenerationDone; checks
+        should_stop() before every unit and then ends with stop_reason "cancelled"."""
 
     def drop_session(self, session_id: str) -> None:
         """Free the session's conversation cache."""
@@ -112,6 +112,7 @@ class EngineWorker:
     _ready: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
+    _died: bool = False
     loaded: bool = False
 
     def start(self, timeout_s: float | None = None) -> None:
@@ -136,7 +137,7 @@ class EngineWorker:
 
     @property
     def alive(self) -> bool:
-        return self.loaded and self._thread is not None and self._thread.is_alive()
+        return self.loaded and not self._died and self._thread is not None and self._thread.is_alive()
 
     def _to_job(self, command: EngineCommand, sink: OutputSink) -> _Command:
         backend = self.backend
@@ -179,9 +180,29 @@ class EngineWorker:
             self._ready.set()
             return
         self._ready.set()
-        while self._apply_commands():
-            if self._queues:
-                self._step_every_session()
+        try:
+            while self._apply_commands():
+                if self._queues:
+                    self._step_every_session()
+        except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
+            self._died = True
+            log.critical("the engine thread died; every request from now on fails", exc_info=True)
+            self._fail_outstanding("the engine thread died")
+
+    def _fail_outstanding(self, message: str) -> None:
+        # Nothing will step these any more: each waiting response gets its one GenerationDone now.
+        waiting = [job for jobs in self._queues.values() for job in jobs]
+        self._queues.clear()
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(command, _Job):
+                waiting.append(command)
+        for job in waiting:
+            if job.sink is not None:
+                self._fail(job, message)
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.

@@ -50,7 +50,9 @@ def decode_client_event(raw: str | bytes) -> ClientEvent:
         envelope = _envelope_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         if _is_malformed_json(raw):
-            raise ProtocolError("invalid_json", f"The message is not valid JSON: {exc}") from None
+            raise ProtocolError(
+                "invalid_json", f"The message is not valid JSON: {exc}", event_id=peek_event_id(raw)
+            ) from None
         raise _validation_error(exc, "invalid_event", event_id=_peek_event_id(raw)) from None
     decoder = _event_decoders.get(envelope.type)
     if decoder is None:
