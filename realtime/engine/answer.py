@@ -23,6 +23,7 @@ class AnswerTokens(Protocol):
     """What the request keeps of its answer (the model adapter's token router)."""
 
     token_ids: list[int]
+    text: str
 
     def add(self, token_id: int) -> Any: ...
 
@@ -64,12 +65,17 @@ def decode_answer(
             # <turn|>, the next turn's prompt has it there anyway).
             ticket = None if last else scheduler.decode(cache, token, sampler)
             yield output
+            # The step ran (the worker's, or here for a direct caller): the token is in the cache.
+            next_token = None if ticket is None else ticket.result()
             token_id = int(token.item())
             if not last:
                 cache.keys.append(token_id)
             if should_stop():
-                # Fed but never shown: the answer keeps its id (the cache holds it), not its text.
-                answer.token_ids.append(token_id)
+                # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so
+                # the replayed ids match the cache and the replayed text matches what was said.
+                said = answer.text
+                answer.add(token_id)
+                answer.text = said
                 return "cancelled"
             if token_id in policy.rules.stop_ids or ticket is None:
                 return (yield from _finish(answer, policy, token_id))
@@ -77,7 +83,7 @@ def decode_answer(
             if isinstance(output, ToolCall) and policy.stop_after_call:
                 yield output
                 return "end_of_turn"
-            token = ticket.result()
+            token = next_token
     finally:
         scheduler.release(cache)
 

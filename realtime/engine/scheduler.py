@@ -77,11 +77,14 @@ class StepScheduler:
             if room > 0:
                 self._prefill_used += room
                 return room
-            step = self.n_steps
-            yield None
-            if self.n_steps == step:
-                # Nobody is stepping the engine (a direct caller): this is the step boundary.
-                self.run()
+            yield from self.end_of_unit()
+
+    def end_of_unit(self) -> Generator[None, None, None]:
+        """Yields to the worker, whose step ends with run(); a direct caller's next() ends it here."""
+        step = self.n_steps
+        yield None
+        if self.n_steps == step:
+            self.run()
 
     @property
     def n_batched(self) -> int:
@@ -160,5 +163,5 @@ def prefill_in_steps(
             return None
         chunk, rest = take_tokens(rest, room)
         logits = forward(chunk)
-        yield None
+        yield from scheduler.end_of_unit()
     return logits
