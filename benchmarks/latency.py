@@ -336,10 +336,17 @@ def build_systems(args: argparse.Namespace, model_dir: Path) -> list[System]:
     chat = functools.partial(measure_chat, model=str(model_dir), max_output_tokens=tokens)
     systems = [
         System("streaming_prefill", "ours, streaming prefill", ours, OURS_READY, live, LIVE_METRIC),
-        System("no_streaming_prefill", "ours, encode after commit", [*ours, "--no-streaming-prefill"],
-               OURS_READY, live, LIVE_METRIC),
-        System("mlx_vlm_server", "mlx-vlm server (request at speech end)", vlm, UVICORN_READY, chat,
-               CHAT_METRIC),
+        System(
+            "no_streaming_prefill",
+            "ours, encode after commit",
+            [*ours, "--no-streaming-prefill"],
+            OURS_READY,
+            live,
+            LIVE_METRIC,
+        ),
+        System(
+            "mlx_vlm_server", "mlx-vlm server (request at speech end)", vlm, UVICORN_READY, chat, CHAT_METRIC
+        ),
     ]
     return [system for system in systems if system.name in args.systems]
 
@@ -354,31 +361,49 @@ async def run_system(system: System, utterances: list[Utterance], repeats: list[
                 if round_index < n_runs:
                     sample = await system.measure(url, utterance)
                     runs[utterance.target_s].append(sample)
-                    print(f"{system.name:>22} {utterance.target_s:>4g} s {sample['latency_ms']:8.1f} ms",
-                          file=sys.stderr)
-    return {"name": system.name, "label": system.label, "command": system.argv, "metric": system.metric,
-            "warm_up_latency_ms": warm_up["latency_ms"],
-            "lengths": [_summary(u, runs[u.target_s]) for u in utterances]}
+                    print(
+                        f"{system.name:>22} {utterance.target_s:>4g} s {sample['latency_ms']:8.1f} ms",
+                        file=sys.stderr,
+                    )
+    return {
+        "name": system.name,
+        "label": system.label,
+        "command": system.argv,
+        "metric": system.metric,
+        "warm_up_latency_ms": warm_up["latency_ms"],
+        "lengths": [_summary(u, runs[u.target_s]) for u in utterances],
+    }
 
 
 def _summary(utterance: Utterance, samples: list[dict]) -> dict:
     latencies_ms = [s["latency_ms"] for s in samples]
     p50_ms, p95_ms = np.percentile(latencies_ms, [50, 95])
-    return {"target_s": utterance.target_s, "speech_s": utterance.speech_s, "n": len(samples),
-            "p50_ms": float(p50_ms), "p95_ms": float(p95_ms), "samples": samples}
+    return {
+        "target_s": utterance.target_s,
+        "speech_s": utterance.speech_s,
+        "n": len(samples),
+        "p50_ms": float(p50_ms),
+        "p95_ms": float(p95_ms),
+        "samples": samples,
+    }
 
 
 def ratios(systems: list[dict]) -> dict:
-    result: dict = {"longest_over_shortest": {
-        s["name"]: {q: s["lengths"][-1][f"{q}_ms"] / s["lengths"][0][f"{q}_ms"] for q in ("p50", "p95")}
-        for s in systems
-    }}
+    result: dict = {
+        "longest_over_shortest": {
+            s["name"]: {q: s["lengths"][-1][f"{q}_ms"] / s["lengths"][0][f"{q}_ms"] for q in ("p50", "p95")}
+            for s in systems
+        }
+    }
     streaming = next((s for s in systems if s["name"] == "streaming_prefill"), None)
     if streaming:
         result["baseline_p50_over_streaming_p50"] = {
-            s["name"]: {f"{b['target_s']:g}": b["p50_ms"] / o["p50_ms"]
-                        for o, b in zip(streaming["lengths"], s["lengths"], strict=True)}
-            for s in systems if s is not streaming
+            s["name"]: {
+                f"{b['target_s']:g}": b["p50_ms"] / o["p50_ms"]
+                for o, b in zip(streaming["lengths"], s["lengths"], strict=True)
+            }
+            for s in systems
+            if s is not streaming
         }
     return result
 
@@ -388,10 +413,20 @@ def plot(report: dict, path: Path) -> None:
     for system, marker in zip(report["systems"], "os^", strict=False):
         p50 = np.array([r["p50_ms"] for r in system["lengths"]])
         p95 = np.array([r["p95_ms"] for r in system["lengths"]])
-        ax.errorbar([r["speech_s"] for r in system["lengths"]], p50, yerr=[np.zeros_like(p50), p95 - p50],
-                    marker=marker, capsize=4, label=system["label"])
-    ax.set(xlabel="utterance length (s of speech)", ylabel="speech_stopped → first delta (ms): p50, bar to p95",
-           title=f"Response latency, {report['model']} on {report['device']}", ylim=(0, None))
+        ax.errorbar(
+            [r["speech_s"] for r in system["lengths"]],
+            p50,
+            yerr=[np.zeros_like(p50), p95 - p50],
+            marker=marker,
+            capsize=4,
+            label=system["label"],
+        )
+    ax.set(
+        xlabel="utterance length (s of speech)",
+        ylabel="speech_stopped → first delta (ms): p50, bar to p95",
+        title=f"Response latency, {report['model']} on {report['device']}",
+        ylim=(0, None),
+    )
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -416,26 +451,43 @@ def _stdout(*argv: str) -> str:
 def _machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo")
     cpu = re.search(r"model name\s*:\s*(.*)", cpuinfo.read_text()) if cpuinfo.exists() else None
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu": cpu.group(1) if cpu else platform.processor(), "n_cpus": os.cpu_count(),
-            "mlx": mx.__version__, "mlx_vlm": mlx_vlm.__version__,
-            "espeak_ng": _stdout("espeak-ng", "--version"),
-            "git_commit": _stdout("git", "rev-parse", "HEAD"),
-            "git_dirty": bool(_stdout("git", "status", "--porcelain"))}
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu.group(1) if cpu else platform.processor(),
+        "n_cpus": os.cpu_count(),
+        "mlx": mx.__version__,
+        "mlx_vlm": mlx_vlm.__version__,
+        "espeak_ng": _stdout("espeak-ng", "--version"),
+        "git_commit": _stdout("git", "rev-parse", "HEAD"),
+        "git_dirty": bool(_stdout("git", "status", "--porcelain")),
+    }
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--model", type=Path, help="a Gemma 4 directory for all three servers (default: the tiny demo model)")
-    add("--lengths", type=lambda t: sorted(float(v) for v in t.split(",")), default=[1.0, 3.0, 10.0, 25.0],
-        help="utterance lengths, seconds of speech (default 1,3,10,25)")
-    add("--repeats", type=lambda t: [int(v) for v in t.split(",")], default=[5, 5, 5, 3],
-        help="measured runs per length: one count for all, or one per length (default 5,5,5,3)")
+    add(
+        "--lengths",
+        type=lambda t: sorted(float(v) for v in t.split(",")),
+        default=[1.0, 3.0, 10.0, 25.0],
+        help="utterance lengths, seconds of speech (default 1,3,10,25)",
+    )
+    add(
+        "--repeats",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=[5, 5, 5, 3],
+        help="measured runs per length: one count for all, or one per length (default 5,5,5,3)",
+    )
     add("--chunk-ms", type=int, choices=[20, 40], default=40, help="audio per append (default 40, as web/)")
     add("--max-output-tokens", type=int, default=4, help="answer cap, so decoding adds little (default 4)")
-    add("--systems", type=lambda t: t.split(","), default=[*SYSTEM_NAMES],
-        help=f"which to run, of {','.join(SYSTEM_NAMES)} (default all)")
+    add(
+        "--systems",
+        type=lambda t: t.split(","),
+        default=[*SYSTEM_NAMES],
+        help=f"which to run, of {','.join(SYSTEM_NAMES)} (default all)",
+    )
     args = parser.parse_args()
     if len(args.repeats) == 1:
         args.repeats *= len(args.lengths)
@@ -460,15 +512,19 @@ async def run(args: argparse.Namespace) -> dict:
         "model": "demo gemma4 (random weights)" if args.model is None else str(args.model),
         "device": str(mx.default_device()),
         "settings": {
-            "chunk_ms": args.chunk_ms, "rate_hz": RATE_HZ, "lead_in_silence_ms": LEAD_IN_MS,
+            "chunk_ms": args.chunk_ms,
+            "rate_hz": RATE_HZ,
+            "lead_in_silence_ms": LEAD_IN_MS,
             "max_output_tokens": args.max_output_tokens,
             "turn_detection": "the server's default, as each sample records it",
             "repeats": {f"{length:g}": n for length, n in zip(args.lengths, args.repeats, strict=True)},
             "warm_up": "one answer to the shortest utterance per server, not counted",
             "percentiles": "numpy linear interpolation: with n <= 5 the p95 is close to the largest sample",
         },
-        "utterances": [{"target_s": u.target_s, "speech_s": u.speech_s, "words_per_min": u.words_per_min,
-                        "text": u.text} for u in utterances],
+        "utterances": [
+            {"target_s": u.target_s, "speech_s": u.speech_s, "words_per_min": u.words_per_min, "text": u.text}
+            for u in utterances
+        ],
         "load_average_1min_at_start": os.getloadavg()[0],
     }
     started = time.monotonic()

@@ -135,3 +135,6 @@ class FakeBackend:
 
     def abandon_audio_turn(self, session_id: str) -> None:
         self.streamed.append(("abandon", session_id, None))
+
+    def finish_step(self) -> None:
+        pass

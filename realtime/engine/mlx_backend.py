@@ -13,13 +13,14 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
+from .answer import AnswerPolicy, Step, decode_answer
 from .audio_rows import AudioRowsCache
 from .conversation_cache import ConversationCache
 from .gemma4.audio_encoder import stream_encoder
 from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.context import context_tokens as model_context_tokens
-from .gemma4.language_model import Prefiller
+from .gemma4.language_model import DecodeBatch, Prefiller
 from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder, MediaPart
 from .gemma4.tokens import TOOL_TOKEN_IDS, token_rules
@@ -42,18 +43,15 @@ from .port import (
     Usage,
     context_overflow,
 )
-from .prefill import EmbeddingPiece, Piece, TokenPiece, split_into_chunks
+from .prefill import EmbeddingPiece, Piece, TokenPiece, take_tokens
 from .prompt import Prompt, Reply
 from .sampling import Sampler, suppression_mask
+from .scheduler import StepScheduler, prefill_in_steps
 from .turn_stream import TurnStream, render_opening
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
-
-# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
-# the worker can step the next session.
-Step = TextDelta | ToolCall | None
 
 
 def _never() -> bool:
@@ -116,6 +114,9 @@ class MlxBackend:
         # session on the engine thread.
         self._grammar_tokenizer = grammar_tokenizer(processor.tokenizer, vocab_size)
         self._prefiller = Prefiller(model)
+        self._scheduler = StepScheduler(
+            lambda caches: DecodeBatch(model, caches), self._prefiller.step, self._prefill_chunk_tokens
+        )
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
         model_tokens = model_context_tokens(model.config)
@@ -252,12 +253,16 @@ class MlxBackend:
 
     def _prefill_chunks(
         self, cache: ConversationCache, pieces: list[Piece], should_stop: Callable[[], bool]
-    ) -> Generator[None, None, None]:
-        for chunk in split_into_chunks(pieces, self._prefill_chunk_tokens):
-            if should_stop():
-                return
-            self._prefiller.forward(cache, chunk)
-            yield None
+    ) -> Generator[None, None, mx.array | None]:
+        return (
+            yield from prefill_in_steps(
+                self._scheduler,
+                pieces,
+                lambda chunk: self._prefiller.forward(cache, chunk),
+                should_stop,
+                self._prefill_chunk_tokens,
+            )
+        )
 
     def _answer(
         self,
@@ -299,14 +304,15 @@ class MlxBackend:
         pieces = yield from self._uncached_pieces(session_id, prompt, len(cache), should_stop)
         if pieces is None:
             return None
-        chunks, image_blocks = self._prompt_chunks(pieces)
-        for i, chunk in enumerate(chunks):
-            if should_stop():
-                return None
-            logits = self._prefiller.forward(cache, chunk, image_blocks)
-            if i < len(chunks) - 1:
-                yield None
-        return logits
+        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
+        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
+        # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
+        kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
+        if self._unified and "image" in kinds and "audio" not in kinds:
+            return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
+        head, last = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
+        yield from self._prefill_chunks(cache, head, should_stop)
+        return None if should_stop() else self._prefiller.forward(cache, last)
 
     def _uncached_pieces(
         self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
@@ -338,19 +344,6 @@ class MlxBackend:
             self._audio_rows.put(session_id, part.key, rows)
         return rows
 
-    def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
-        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
-        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
-        # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
-        kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
-        if self._unified and "image" in kinds and "audio" not in kinds:
-            return [pieces], True
-        *head, last = pieces
-        if len(last) > 1:
-            head.append(last.slice(0, len(last) - 1))
-            last = last.slice(len(last) - 1, len(last))
-        return [*split_into_chunks(head, self._prefill_chunk_tokens), [last]], False
-
     def _decode(
         self,
         request: GenerationRequest,
@@ -362,38 +355,18 @@ class MlxBackend:
     ) -> Generator[Step, None, StopReason]:
         constraint = self._tool_constraint(request)
         sampler = Sampler(request.sampling, self._suppression(request), constraint)
-        token = sampler(logits)
-        while True:
-            if should_stop():
-                return "cancelled"
-            last = len(answer.token_ids) + 1 >= limit
-            if constraint is not None:
-                # The next step's mask depends on this token, so it is read before that step is queued.
-                constraint.advance(int(token.item()))
-            if not last:
-                # As mlx-lm: the next step is queued before this token is read, so the device computes
-                # while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
-                # next turn's prompt has it there anyway).
-                next_token = sampler(self._prefiller.step(cache, token))
-                mx.async_eval(next_token)
-            token_id = int(token.item())
-            if not last:
-                cache.keys.append(token_id)
-            if token_id in self._rules.stop_ids:
-                tail = answer.flush()
-                if tail:
-                    yield TextDelta(request.response_id, tail)
-                return "end_of_turn"
-            step = self._output(request, answer, answer.add(token_id))
-            yield step
-            if isinstance(step, ToolCall) and not request.parallel_tool_calls:
-                return "end_of_turn"
-            if last:
-                tail = answer.flush()
-                if tail:
-                    yield TextDelta(request.response_id, tail)
-                return "max_tokens"
-            token = next_token
+        policy = AnswerPolicy(
+            request.response_id,
+            self._rules,
+            limit,
+            lambda added: self._output(request, answer, added),
+            stop_after_call=not request.parallel_tool_calls,
+        )
+        return (
+            yield from decode_answer(
+                self._scheduler, sampler(logits), sampler, constraint, cache, answer, policy, should_stop
+            )
+        )
 
     def _output(self, request: GenerationRequest, answer: Answer, added: str | ParsedCall) -> Step:
         if isinstance(added, ParsedCall):
@@ -438,6 +411,10 @@ class MlxBackend:
         for _ in self.generate(request, _never):
             pass
         self.drop_session(request.session_id)
+
+    def finish_step(self) -> None:
+        """Runs the step's decode forward for every answer that asked for one since the last call."""
+        self._scheduler.run()
 
 
 def _input_usage(prompt: Prompt, n_cached: int) -> Usage:

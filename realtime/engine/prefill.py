@@ -48,17 +48,24 @@ class EmbeddingPiece:
 Piece = TokenPiece | EmbeddingPiece
 
 
+def take_tokens(pieces: Sequence[Piece], n_tokens: int) -> tuple[list[Piece], list[Piece]]:
+    """The first n_tokens of the pieces, and what follows them."""
+    chunk: list[Piece] = []
+    rest = list(pieces)
+    while rest and n_tokens > 0:
+        piece = rest.pop(0)
+        if len(piece) > n_tokens:
+            rest.insert(0, piece.slice(n_tokens, len(piece)))
+            piece = piece.slice(0, n_tokens)
+        chunk.append(piece)
+        n_tokens -= len(piece)
+    return chunk, rest
+
+
 def split_into_chunks(pieces: Sequence[Piece], max_tokens: int) -> list[list[Piece]]:
     chunks: list[list[Piece]] = []
-    room = 0
-    for piece in pieces:
-        start = 0
-        while start < len(piece):
-            if room == 0:
-                chunks.append([])
-                room = max_tokens
-            stop = min(len(piece), start + room)
-            chunks[-1].append(piece.slice(start, stop))
-            room -= stop - start
-            start = stop
+    rest = list(pieces)
+    while rest:
+        chunk, rest = take_tokens(rest, max_tokens)
+        chunks.append(chunk)
     return chunks

@@ -71,6 +71,10 @@ class Backend(Protocol):
     def abandon_audio_turn(self, session_id: str) -> None:
         """The streamed turn will not be committed: return the cache exactly to its state before it."""
 
+    def finish_step(self) -> None:
+        """Called once per engine step, after every session's job took its unit: runs the work those
+        units queued together (one batched decode forward)."""
+
 
 @dataclass
 class _Job:
@@ -85,6 +89,8 @@ class _Job:
     # Transcriptions wait in a lane of their own, taking turns with the session's answer instead of
     # queueing behind it or ahead of it.
     lane: str = ""
+    # For streamed audio: the samples of every push it stands for (pushes queued behind each other merge).
+    audio: list[np.ndarray] = field(default_factory=list)
 
     @property
     def queue_key(self) -> str:
@@ -108,9 +114,11 @@ class EngineWorker:
     """The local engine (implements port.Engine): owns the backend on one thread, as MLX streams are
     thread-local since MLX 0.31.
 
-    Each session's jobs run in order; sessions take turns one step at a time, so one long prefill or
-    answer cannot starve another session's first token. Sinks are called on the engine thread; the
-    transport wraps them with loop.call_soon_threadsafe.
+    Each session's jobs run in order. One engine step advances every session's current job by one unit
+    (a prefill chunk, a token), then lets the backend run what they queued together, so answers decode
+    in one batch and a long prefill delays the others by one chunk. Commands (cancel, close) apply
+    between steps. Sinks are called on the engine thread; the transport wraps them with
+    loop.call_soon_threadsafe.
     """
 
     backend: Backend
@@ -173,8 +181,12 @@ class EngineWorker:
             start = command.start
             return _Job(start.session_id, lambda stop: backend.begin_audio_turn(start))
         if isinstance(command, AppendAudioTurn):
-            session_id, samples = command.session_id, command.samples
-            return _Job(session_id, lambda stop: backend.append_audio_turn(session_id, samples))
+            session_id = command.session_id
+            job = _Job(
+                session_id, lambda stop: backend.append_audio_turn(session_id, np.concatenate(job.audio))
+            )
+            job.audio.append(command.samples)
+            return job
         if isinstance(command, AbandonAudioTurn):
             session_id = command.session_id
 
@@ -204,10 +216,10 @@ class EngineWorker:
         try:
             while self._apply_commands():
                 if self._queues:
-                    self._step_next_session()
+                    self._step_every_session()
                 self._queue_depth = sum(len(jobs) for jobs in self._queues.values())
-                # Sessions take turns one step at a time: one sequence per step while there is work.
-                self._batch_size = 1 if self._queues else 0
+                # Every session with work takes one unit per step; the decoding ones share one forward.
+                self._batch_size = len(self._queues)
         except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
             self._died = True
             log.critical("the engine thread died; every request from now on fails", exc_info=True)
@@ -245,7 +257,7 @@ class EngineWorker:
                 self._queues.clear()
                 return False
             if isinstance(command, _Job):
-                self._queues.setdefault(command.queue_key, deque()).append(command)
+                self._queue(command)
             elif isinstance(command, CancelGeneration):
                 for jobs in self._queues.values():
                     for job in jobs:
@@ -254,6 +266,15 @@ class EngineWorker:
             else:
                 self._drop_session(command.session_id)
 
+    def _queue(self, job: _Job) -> None:
+        jobs = self._queues.setdefault(job.queue_key, deque())
+        last = jobs[-1] if jobs else None
+        if job.audio and last is not None and last.audio and last.steps is None:
+            # Pushes that arrived while the engine was busy are heard in one go: fewer, larger steps.
+            last.audio.extend(job.audio)
+            return
+        jobs.append(job)
+
     def _drop_session(self, session_id: str) -> None:
         # Unfinished work of a closed session is stopped here, not stepped to its end.
         for key in (session_id, f"{session_id}\0{_TRANSCRIPTION}"):
@@ -261,14 +282,21 @@ class EngineWorker:
                 job.close()
         self.backend.drop_session(session_id)
 
-    def _step_next_session(self) -> None:
-        queue_key = next(iter(self._queues))
-        # To the back of the rotation, and still queued while it steps, so a dying thread can fail it.
-        jobs = self._queues[queue_key] = self._queues.pop(queue_key)
-        if not self._step(jobs[0]):
-            jobs.popleft()
+    def _step_every_session(self) -> None:
+        order = list(self._queues)
+        for queue_key in order:
+            jobs = self._queues[queue_key]
+            if not self._step(jobs[0]):
+                jobs.popleft()
             if not jobs:
                 del self._queues[queue_key]
+        if order[0] in self._queues:
+            # The next step starts with another session, so none always comes first to the prefill budget.
+            self._queues[order[0]] = self._queues.pop(order[0])
+        try:
+            self.backend.finish_step()
+        except Exception:  # noqa: BLE001 - the requests that queued work see its failure themselves
+            log.exception("engine step failed")
 
     def _step(self, job: _Job) -> bool:
         """Run one unit of the job's work; False once it has finished."""

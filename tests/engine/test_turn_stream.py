@@ -268,9 +268,15 @@ def test_a_streamed_turn_and_another_sessions_answer_take_turns(speech):
 
     assert results["answer"].stop_reason != "error" and results["spoken"].stop_reason != "error"
     assert results["spoken"].usage.cached_tokens >= results["spoken"].usage.input_tokens - 20
-    # The answer was written while the other session streamed, one step each in turn.
-    first, last = log.index("answer"), len(log) - 1 - log[::-1].index("answer")
-    assert "stream" in log[last:]
-    runs = [(kind, len(list(group))) for kind, group in itertools.groupby(log[first : last + 1])]
-    assert {n for _, n in runs} == {1}
-    assert sum(n for kind, n in runs if kind == "answer") >= 40
+    # The answer was written while the other session streamed (the pushes, sent faster than real time,
+    # were heard in second-long steps).
+
+    def last_index(kind: str) -> int:
+        return len(log) - 1 - log[::-1].index(kind)
+
+    first, end = log.index("answer"), min(last_index("answer"), last_index("stream"))
+    assert log[first:end].count("stream") >= 5
+    runs = [(kind, len(list(group))) for kind, group in itertools.groupby(log[first : end + 1])]
+    # Each step gives both sessions one unit; the session that goes first alternates from step to step.
+    assert max(n for _, n in runs) <= 2, " ".join(log)
+    assert sum(n for kind, n in runs if kind == "answer") >= 5

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import mlx.core as mx
+from mlx_vlm.models.cache import BatchKVCache, BatchRotatingKVCache, RotatingKVCache
 
 from ..conversation_cache import ConversationCache
 from ..prefill import EmbeddingPiece, Piece, TokenPiece
@@ -63,3 +64,33 @@ class Prefiller:
 
 def _token_type(piece: Piece) -> int:
     return _TOKEN_TYPES[piece.kind] if isinstance(piece, EmbeddingPiece) else 0
+
+
+class DecodeBatch:
+    """Several conversations' caches as one batch, for one B×1 decode forward per step.
+
+    mlx-vlm's batch caches do the bookkeeping Gemma 4's attention needs: each row left-padded to the
+    longest, its own RoPE offset, padding masked out, sliding-window layers kept in temporal order.
+    Rows attend only to their own keys, so a row's greedy tokens equal those it gets alone.
+    """
+
+    def __init__(self, model: Any, caches: Sequence[ConversationCache]) -> None:
+        self._language_model = model.language_model
+        self.layers = [
+            _merge_layer([cache.layers[i] for cache in caches]) for i in range(len(caches[0].layers))
+        ]
+
+    def step(self, tokens: mx.array) -> mx.array:
+        """Logits after one token per row, shape (B, vocab), lazy; tokens has shape (B,)."""
+        output = self._language_model(tokens.reshape(-1, 1), cache=self.layers, logits_to_keep=1)
+        return output.logits[:, -1, :]
+
+    def extract(self, row: int) -> list[Any]:
+        """The row's layers as single-conversation caches again, holding everything the batch added."""
+        return [layer.extract(row) for layer in self.layers]
+
+
+def _merge_layer(layers: list[Any]) -> Any:
+    if isinstance(layers[0], RotatingKVCache):
+        return BatchRotatingKVCache.merge(layers)
+    return BatchKVCache.merge(layers)

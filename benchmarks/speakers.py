@@ -1,0 +1,70 @@
+"""Streaming prefill at scale: engine time per second of speech while several sessions speak at once,
+and the answer rate of one more session that is decoding meanwhile (part of benchmarks/engine.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from realtime.engine.mlx_backend import MlxBackend
+from realtime.engine.port import (
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioTurnStart,
+    GenerationDone,
+    GenerationRequest,
+    TextPart,
+    Turn,
+)
+
+SPEECH_S = 4.0
+# What a client sends: 40 ms of audio per push.
+PUSH_N_SAMPLES = ENGINE_SAMPLE_RATE_HZ * 40 // 1000
+
+
+def _speaker(backend: MlxBackend, session_id: str, samples: np.ndarray) -> Iterator[None]:
+    item_id = f"{session_id}-turn"
+    start = AudioTurnStart(session_id, "", (), item_id, (), f"{item_id}/0")
+    yield from backend.begin_audio_turn(start)
+    for offset in range(0, len(samples), PUSH_N_SAMPLES):
+        yield from backend.append_audio_turn(session_id, samples[offset : offset + PUSH_N_SAMPLES])
+        yield None  # one push per engine step at most, as pushes arrive
+
+
+def measure_speakers(backend: MlxBackend, samples: np.ndarray, n_speakers: int = 8) -> dict:
+    """Steps as the engine worker does: every session one unit, then the step's batched decode."""
+    speakers = {f"speaker-{i}": _speaker(backend, f"speaker-{i}", samples) for i in range(n_speakers)}
+    answering = [False]
+    request = GenerationRequest(
+        "listener", "listener-r", "listener-a", "", (Turn("user", (TextPart("hello"),), "u"),), 100_000
+    )
+    answer = backend.generate(request, lambda: not answering[0])
+    answering[0] = True
+    speaker_s = 0.0
+    start = time.perf_counter()
+    while speakers:
+        for name, steps in list(speakers.items()):
+            t0 = time.perf_counter()
+            if next(steps, StopIteration) is StopIteration:
+                del speakers[name]
+            speaker_s += time.perf_counter() - t0
+        next(answer)
+        backend.finish_step()
+    window_s = time.perf_counter() - start
+    answering[0] = False
+    done = next(output for output in answer if isinstance(output, GenerationDone))
+    for i in range(n_speakers):
+        backend.abandon_audio_turn(f"speaker-{i}")
+        backend.drop_session(f"speaker-{i}")
+    backend.drop_session("listener")
+    speech_s = len(samples) / ENGINE_SAMPLE_RATE_HZ
+    return {
+        "speakers": n_speakers,
+        "speech_s_each": speech_s,
+        "push_ms": 40,
+        "engine_s_per_speech_s_per_speaker": speaker_s / (n_speakers * speech_s),
+        "wall_s": window_s,
+        "listener_tokens": done.usage.output_tokens,
+        "listener_tokens_per_s": done.usage.output_tokens / window_s,
+    }

@@ -1,0 +1,104 @@
+"""One answer being decoded: its row in each step's batched forward, stop rules, and what it yields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import mlx.core as mx
+
+from .conversation_cache import ConversationCache
+from .decoding import TokenRules
+from .port import StopReason, TextDelta, ToolCall
+from .sampling import Constraint, Sampler
+from .scheduler import StepScheduler
+
+# A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
+# the worker can step the next session.
+Step = TextDelta | ToolCall | None
+
+
+class AnswerTokens(Protocol):
+    """What the request keeps of its answer (the model adapter's token router)."""
+
+    token_ids: list[int]
+    text: str
+
+    def add(self, token_id: int) -> Any: ...
+
+    def flush(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class AnswerPolicy:
+    response_id: str
+    rules: TokenRules
+    limit: int
+    # What one token added becomes on the wire: a TextDelta, a ToolCall, or nothing yet.
+    to_output: Callable[[Any], Step]
+    # An answer that may make one call only ends at it.
+    stop_after_call: bool
+
+
+def decode_answer(
+    scheduler: StepScheduler,
+    first_token: mx.array,
+    sampler: Sampler,
+    constraint: Constraint | None,
+    cache: ConversationCache,
+    answer: AnswerTokens,
+    policy: AnswerPolicy,
+    should_stop: Callable[[], bool],
+) -> Generator[Step, None, StopReason]:
+    """Decodes until a stop token, the limit, a single call or cancellation; the cache leaves the batch
+    when it ends."""
+    token, output = first_token, None
+    try:
+        while True:
+            last = len(answer.token_ids) + 1 >= policy.limit
+            if constraint is not None:
+                # The next token's mask depends on this one, so it is read before that step is queued.
+                constraint.advance(int(token.item()))
+            # As mlx-lm: the token goes into the step's forward before it is read, so the device computes
+            # the next one while this thread filters and yields. A stop token is thus fed too (for
+            # <turn|>, the next turn's prompt has it there anyway).
+            ticket = None if last else scheduler.decode(cache, token, sampler)
+            yield output
+            # The step ran (the worker's, or here for a direct caller): the token is in the cache.
+            next_token = None if ticket is None else ticket.result()
+            token_id = int(token.item())
+            if not last:
+                cache.keys.append(token_id)
+            if should_stop():
+                # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so
+                # the replayed ids match the cache and the replayed text matches what was said.
+                said = answer.text
+                answer.add(token_id)
+                answer.text = said
+                return "cancelled"
+            if token_id in policy.rules.stop_ids or ticket is None:
+                return (yield from _finish(answer, policy, token_id))
+            output = policy.to_output(answer.add(token_id))
+            if isinstance(output, ToolCall) and policy.stop_after_call:
+                yield output
+                return "end_of_turn"
+            token = next_token
+    finally:
+        scheduler.release(cache)
+
+
+def _finish(answer: AnswerTokens, policy: AnswerPolicy, token_id: int) -> Generator[Step, None, StopReason]:
+    if token_id in policy.rules.stop_ids:
+        tail = answer.flush()
+        if tail:
+            yield TextDelta(policy.response_id, tail)
+        return "end_of_turn"
+    # The limit: the last token still counts, then whatever text the detokenizer held back.
+    output = policy.to_output(answer.add(token_id))
+    if output is not None:
+        yield output
+    tail = answer.flush()
+    if tail:
+        yield TextDelta(policy.response_id, tail)
+    return "max_tokens"

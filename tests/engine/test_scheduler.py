@@ -1,0 +1,195 @@
+"""Batched decoding on the real tiny model: each session's answer is the one it gets alone."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from realtime.engine.demo_model import ensure_demo_model
+from realtime.engine.gemma4.loading import load_model
+from realtime.engine.mlx_backend import MlxBackend
+from realtime.engine.port import (
+    CancelGeneration,
+    GenerationDone,
+    GenerationRequest,
+    StartGeneration,
+    TextDelta,
+    TextPart,
+    Turn,
+)
+from realtime.engine.worker import EngineWorker
+from tests.engine import backend_state as state
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_S = 300
+# Prompts of different lengths, one past the demo model's 128-token sliding window.
+QUESTIONS = {
+    "short": "hi",
+    "medium": "tell me about the weather in the mountains today " * 3,
+    "long": "a long story about a cat, a dog and a very patient tortoise " * 12,
+    "other": "what is seven times eight",
+}
+
+
+class CountingBackend(MlxBackend):
+    """Records how many answers each engine step decoded together."""
+
+    def __init__(self, loaded) -> None:
+        super().__init__(loaded)
+        self.batch_sizes: list[int] = []
+
+    def finish_step(self) -> None:
+        super().finish_step()
+        self.batch_sizes.append(self._scheduler.n_batched)
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(ensure_demo_model())
+
+
+def request(session_id: str, text: str, *, turns=(), max_tokens: int = 24, n: int = 1) -> GenerationRequest:
+    turn = Turn("user", (TextPart(text),), f"{session_id}-u{n}")
+    return GenerationRequest(
+        session_id, f"{session_id}-r{n}", f"{session_id}-a{n}", "", (*turns, turn), max_tokens
+    )
+
+
+def alone(backend: MlxBackend, req: GenerationRequest) -> tuple[list[int], GenerationDone]:
+    outputs = list(backend.generate(req, lambda: False))
+    return list(state.reply(backend, req.session_id, req.output_item_id).token_ids), outputs[-1]
+
+
+def run_together(worker: EngineWorker, requests: list[GenerationRequest], cancel: str | None = None):
+    """Sends every request at once; returns each one's outputs."""
+    done: queue.SimpleQueue[str] = queue.SimpleQueue()
+    outputs: dict[str, list] = {r.response_id: [] for r in requests}
+
+    def sink(output) -> None:
+        outputs[output.response_id].append(output)
+        if cancel == output.response_id and isinstance(output, TextDelta) and len(outputs[cancel]) == 3:
+            worker.send(CancelGeneration(cancel), sink)
+        if isinstance(output, GenerationDone):
+            done.put(output.response_id)
+
+    for req in requests:
+        worker.send(StartGeneration(req), sink)
+    for _ in requests:
+        done.get(timeout=TIMEOUT_S)
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def batched():
+    # Loaded on the engine thread itself: MLX streams are thread-local.
+    backend = CountingBackend(ensure_demo_model())
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    yield backend, worker
+    worker.stop()
+
+
+def test_greedy_answers_decoded_together_equal_each_answer_alone(loaded, batched):
+    # bf16 demo weights: row results do not depend on the batch's shape here, so no float32 variant.
+    reference = MlxBackend(loaded)
+    reference.load()
+    expected = {name: alone(reference, request(name, text)) for name, text in QUESTIONS.items()}
+    backend, worker = batched
+    backend.batch_sizes.clear()
+    outputs = run_together(worker, [request(name, text) for name, text in QUESTIONS.items()])
+    assert max(backend.batch_sizes) == len(QUESTIONS)
+    for name in QUESTIONS:
+        tokens, done = expected[name]
+        assert state.reply(backend, name, f"{name}-a1").token_ids == tuple(tokens)
+        got = outputs[f"{name}-r1"]
+        assert got[-1].stop_reason == done.stop_reason and got[-1].usage == done.usage
+        text = "".join(o.text for o in got if isinstance(o, TextDelta))
+        assert text == state.reply(reference, name, f"{name}-a1").text
+
+
+def test_caches_come_back_out_of_the_batch_for_the_next_turn(loaded, batched):
+    backend, worker = batched
+    first = {name: request(name + "-2", text) for name, text in QUESTIONS.items()}
+    run_together(worker, list(first.values()))
+    follow_ups = []
+    for req in first.values():
+        said = state.reply(backend, req.session_id, req.output_item_id).text
+        history = (*req.turns, Turn("assistant", (TextPart(said),), req.output_item_id))
+        follow_ups.append(request(req.session_id, "and then?", turns=history, n=2))
+    outputs = run_together(worker, follow_ups)
+    reference = MlxBackend(loaded)
+    reference.load()
+    for req, follow_up in zip(first.values(), follow_ups, strict=True):
+        alone(reference, req)
+        tokens, done = alone(reference, follow_up)
+        got_done = outputs[follow_up.response_id][-1]
+        # Everything before the new user turn came from the session's own cache, extracted from the batch.
+        assert got_done.usage.cached_tokens == done.usage.cached_tokens > 0
+        assert state.reply(backend, follow_up.session_id, follow_up.output_item_id).token_ids == tuple(tokens)
+
+
+def test_a_cancelled_row_leaves_and_the_others_stay_exact(loaded, batched):
+    backend, worker = batched
+    reference = MlxBackend(loaded)
+    reference.load()
+    names = ["short", "long", "other"]
+    requests = [request(name + "-3", QUESTIONS[name], max_tokens=40) for name in names]
+    outputs = run_together(worker, requests, cancel="long-3-r1")
+    cancelled = outputs["long-3-r1"]
+    assert cancelled[-1].stop_reason == "cancelled"
+    # The cancel was sent after the third delta; it landed at the next step.
+    assert sum(isinstance(o, TextDelta) for o in cancelled) <= 4
+    for name, req in zip(names, requests, strict=True):
+        if name != "long":
+            tokens, _ = alone(reference, req)
+            assert state.reply(backend, req.session_id, req.output_item_id).token_ids == tuple(tokens)
+
+
+class BudgetBackend(MlxBackend):
+    """Records, per engine step, the prefill tokens forwarded and the answers decoded."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path, prefill_chunk_tokens=64)
+        self.steps: list[tuple[int, int]] = []
+        self._prefilled = 0
+
+    def load(self) -> None:
+        super().load()
+        forward = self._prefiller.forward
+
+        def counted(cache, pieces, image_blocks=False):
+            n_tokens = sum(len(p) for p in pieces)
+            # A prompt's last token runs on its own, outside the budget: its logits start the answer.
+            self._prefilled += n_tokens if n_tokens > 1 else 0
+            return forward(cache, pieces, image_blocks)
+
+        self._prefiller.forward = counted
+        self.steps.clear()
+
+    def finish_step(self) -> None:
+        self.steps.append((self._prefilled, len(self._scheduler._pending)))
+        self._prefilled = 0
+        super().finish_step()
+
+
+def test_long_prompts_share_one_prefill_budget_per_step_while_an_answer_decodes(loaded):
+    backend = BudgetBackend(ensure_demo_model())
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    try:
+        talker = request("talker", "hi", max_tokens=48)
+        long_prompt = "the quick brown fox jumps over the lazy dog again " * 30
+        run_together(worker, [talker, request("reader-1", long_prompt, max_tokens=2)])
+        reference = MlxBackend(loaded)
+        reference.load()
+        tokens, _ = alone(reference, talker)
+    finally:
+        worker.stop()
+    assert state.reply(backend, "talker", "talker-a1").token_ids == tuple(tokens)
+    prefilling = [(n_prefill, n_decoding) for n_prefill, n_decoding in backend.steps if n_prefill]
+    # About 330 prompt tokens in chunks of at most 64 per step, the talker decoding in the same steps.
+    assert len(prefilling) >= 5
+    assert all(n_prefill <= 64 for n_prefill, _ in prefilling)
+    assert sum(n_decoding > 0 for _, n_decoding in prefilling) >= len(prefilling) - 2
