@@ -1,0 +1,125 @@
+"""A generation request as an OpenAI chat-completions request: turns to messages, media to WAV and JPEG."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import wave
+from collections.abc import Set
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...http_api.openai_types import (
+    AssistantMessage,
+    ChatMessage,
+    ChatRequest,
+    ImageUrl,
+    ImageUrlContent,
+    InputAudio,
+    InputAudioContent,
+    StreamOptions,
+    SystemMessage,
+    TextContent,
+    UserContent,
+    UserMessage,
+)
+from ..port import ENGINE_SAMPLE_RATE_HZ, AudioPart, GenerationRequest, ImagePart, Part, TextPart, Turn
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True)
+class ChatRequestPlan:
+    body: ChatRequest
+    # Media ids sent with their data in this request: once it succeeds, the engine holds them.
+    sent_media_ids: frozenset[str]
+    # True when some media went as a bare id, so an engine that lost it rejects the request.
+    omitted_media: bool
+
+
+def build_chat_request(
+    request: GenerationRequest, model: str, *, media_ids: bool, known_media_ids: Set[str] = frozenset()
+) -> ChatRequestPlan:
+    """With `media_ids`, every media part carries a content-derived id, and media whose id is in
+    `known_media_ids` is sent as the id alone."""
+    builder = _MessageBuilder(media_ids, known_media_ids)
+    messages: list[ChatMessage] = []
+    if request.instructions:
+        messages.append(SystemMessage(content=request.instructions))
+    messages += [builder.message(turn) for turn in request.turns]
+    body = ChatRequest(
+        model=model,
+        messages=messages,
+        stream=True,
+        stream_options=StreamOptions(include_usage=True),
+        max_tokens=request.max_output_tokens,
+        temperature=request.sampling.temperature,
+        top_p=request.sampling.top_p,
+        seed=request.sampling.seed,
+    )
+    return ChatRequestPlan(body, frozenset(builder.sent), builder.omitted)
+
+
+class _MessageBuilder:
+    def __init__(self, media_ids: bool, known: Set[str]) -> None:
+        self._media_ids = media_ids
+        self._known = known
+        self.sent: set[str] = set()
+        self.omitted = False
+
+    def message(self, turn: Turn) -> ChatMessage:
+        if turn.role == "user":
+            return UserMessage(content=[self._content(part) for part in turn.parts])
+        text = "".join(part.text for part in turn.parts if isinstance(part, TextPart))
+        if turn.role == "assistant":
+            return AssistantMessage(content=text)
+        return SystemMessage(content=text)
+
+    def _content(self, part: Part) -> UserContent:
+        if isinstance(part, TextPart):
+            return TextContent(text=part.text)
+        media_id = media_id_of(part) if self._media_ids else None
+        if media_id is not None and media_id in self._known:
+            self.omitted = True
+            if isinstance(part, AudioPart):
+                return InputAudioContent(input_audio=None, uuid=media_id)
+            return ImageUrlContent(image_url=None, uuid=media_id)
+        if media_id is not None:
+            self.sent.add(media_id)
+        if isinstance(part, AudioPart):
+            data = base64.b64encode(wav_bytes(part.samples)).decode("ascii")
+            return InputAudioContent(input_audio=InputAudio(data=data, format="wav"), uuid=media_id)
+        return ImageUrlContent(image_url=ImageUrl(url=jpeg_data_uri(part)), uuid=media_id)
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """16-bit mono WAV at the engine rate: what every serving engine's audio loader reads."""
+    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(ENGINE_SAMPLE_RATE_HZ)
+        out.writeframes(pcm.tobytes())
+    return buffer.getvalue()
+
+
+def jpeg_data_uri(part: ImagePart) -> str:
+    buffer = io.BytesIO()
+    part.image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def media_id_of(part: AudioPart | ImagePart) -> str:
+    # From the content, not the part's key: keys are per conversation (a client may reuse an item id),
+    # while an engine's media cache is shared by every session sending to it.
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(part, AudioPart):
+        digest.update(np.ascontiguousarray(part.samples, dtype=np.float32).tobytes())
+        return "audio-" + digest.hexdigest()
+    image = part.image.convert("RGB")
+    digest.update(f"{image.width}x{image.height}".encode())
+    digest.update(image.tobytes())
+    return "image-" + digest.hexdigest()
