@@ -15,6 +15,7 @@ from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 
 if TYPE_CHECKING:
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
+    from .engine.port import Engine
     from .server import RealtimeServer
 
 log = logging.getLogger("realtime")
@@ -89,6 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
     )
     serve.add_argument(
+        "--engine-url",
+        default=_env("ENGINE_URL"),
+        help="serve through an OpenAI-compatible serving engine at this base URL (e.g. http://gpu:8000/v1: "
+        "vLLM, SGLang, llama.cpp, mlx-vlm) instead of a local model (env MLX_REALTIME_ENGINE_URL)",
+    )
+    serve.add_argument(
+        "--engine-model",
+        default=_env("ENGINE_MODEL"),
+        help="model name to ask the engine for (env MLX_REALTIME_ENGINE_MODEL; default: the first it lists)",
+    )
+    serve.add_argument(
+        "--engine-api-key",
+        default=_env("ENGINE_API_KEY"),
+        help="Bearer key for the engine (env MLX_REALTIME_ENGINE_API_KEY)",
+    )
+    serve.add_argument(
+        "--engine-media-ids",
+        action="store_true",
+        default=(_env("ENGINE_MEDIA_IDS", "0") or "0") not in ("0", "false", "no"),
+        help="send media the engine has seen as its id alone (vLLM's per-part `uuid`) "
+        "(env MLX_REALTIME_ENGINE_MEDIA_IDS=1)",
+    )
+    serve.add_argument(
         "--web-dir",
         type=Path,
         default=Path(_env("WEB_DIR") or Path(__file__).resolve().parent.parent / "web"),
@@ -120,24 +144,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .engine.loading import resolve_model_path
-    from .engine.mlx_backend import MlxBackend
-    from .engine.worker import EngineWorker
     from .server import RealtimeServer, ServerConfig
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
-    model_path, is_demo = resolve_model_path(args.model)
-    if is_demo:
-        log.warning(
-            "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
-            "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
-        )
-    worker = EngineWorker(MlxBackend(model_path))
-    log.info("loading %s", model_path)
-    worker.start()
+    try:
+        engine, model_name = _remote_engine(args) if args.engine_url else _local_engine(args)
+    except (RuntimeError, TimeoutError) as exc:
+        log.error("cannot serve: %s", exc)
+        return 1
     defaults = SessionSettings(
-        model=args.model or "gemma-4-demo",
+        model=model_name,
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
@@ -148,13 +165,47 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         web_dir=args.web_dir,
         session_defaults=defaults,
-        streaming_prefill=args.streaming_prefill,
+        # Streaming prefill needs the model's KV cache in this process.
+        streaming_prefill=args.streaming_prefill and not args.engine_url,
     )
     try:
-        asyncio.run(_run(RealtimeServer(config, worker)))
+        asyncio.run(_run(RealtimeServer(config, engine)))
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _local_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    from .engine.loading import resolve_model_path
+    from .engine.mlx_backend import MlxBackend
+    from .engine.worker import EngineWorker
+
+    model_path, is_demo = resolve_model_path(args.model)
+    if is_demo:
+        log.warning(
+            "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
+            "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
+        )
+    worker = EngineWorker(MlxBackend(model_path))
+    log.info("loading %s", model_path)
+    worker.start()
+    return worker, args.model or "gemma-4-demo"
+
+
+def _remote_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    from .engine.remote import RemoteEngine, RemoteEngineConfig
+
+    if args.model:
+        log.warning("--model is ignored with --engine-url: the engine serves its own model")
+    config = RemoteEngineConfig(
+        base_url=args.engine_url,
+        model=args.engine_model,
+        api_key=args.engine_api_key,
+        media_ids=args.engine_media_ids,
+    )
+    engine = RemoteEngine(config)
+    engine.start(timeout_s=config.connect_timeout_s * 3)
+    return engine, engine.model
 
 
 async def _run(server: RealtimeServer) -> None:
