@@ -72,6 +72,8 @@ class ChatRequest(Struct, omit_defaults=True):
     top_p: float | None = None
     seed: int | None = None
     n: int | None = None
+    # Declared so that a request with tools is refused rather than answered without them.
+    tools: list[dict] | None = None
 
 
 # Answers ----------------------------------------------------------------------------------------

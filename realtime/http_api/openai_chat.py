@@ -1,0 +1,194 @@
+"""POST /v1/chat/completions (OpenAI) on the engine port: text, input_audio (wav/mp3), image_url data URIs."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from aiohttp import web
+
+from ..engine.port import Engine, GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
+from ..protocol.errors import ProtocolError
+from ..protocol.ids import IdFactory
+from ..vision.images import ImageLimits
+from .engine_call import ApiLimits, checked_max_tokens, checked_sampling, generate, generation_request
+from .media import audio_format_of, decode_audio_parts, decode_image_part
+from .openai_types import (
+    AnswerChoice,
+    AnswerMessage,
+    AssistantMessage,
+    ChatChunk,
+    ChatCompletion,
+    ChatMessage,
+    ChatRequest,
+    ChatUsage,
+    ChunkChoice,
+    ChunkDelta,
+    ErrorBody,
+    ErrorDetail,
+    ImageUrlContent,
+    InputAudioContent,
+    PromptTokensDetails,
+    TextContent,
+    UserContent,
+    UserMessage,
+)
+from .request_body import decode_body
+from .sse import sse_frame
+
+FINISH_REASONS = {"end_of_turn": "stop", "max_tokens": "length", "cancelled": "stop"}
+
+
+class OpenAIChat:
+    def __init__(self, engine: Engine, model: str, ids: IdFactory, limits: ApiLimits, images: ImageLimits):
+        self._engine = engine
+        self._model = model
+        self._ids = ids
+        self._limits = limits
+        self._images = images
+
+    async def handle(self, http: web.Request) -> web.StreamResponse:
+        try:
+            body = decode_body(await http.read(), ChatRequest)
+            request = self._generation_request(body)
+        except ProtocolError as exc:
+            return openai_error(exc, 400)
+        if body.stream:
+            include_usage = body.stream_options is not None and body.stream_options.include_usage
+            return await self._stream(http, request, include_usage)
+        return await self._complete(request)
+
+    def _generation_request(self, body: ChatRequest) -> GenerationRequest:
+        if body.n not in (None, 1):
+            raise ProtocolError("invalid_value", "Only n=1 is supported.", param="n")
+        if body.tools:
+            raise ProtocolError("unsupported_parameter", "Tools are not supported here yet.", param="tools")
+        session_id = self._ids.new("http")
+        instructions, turns = _conversation(body.messages, session_id, self._images)
+        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
+        return generation_request(
+            self._ids,
+            session_id,
+            instructions,
+            turns,
+            checked_max_tokens(max_tokens, self._limits.default_max_output_tokens, param),
+            checked_sampling(body.temperature, body.top_p, max_temperature=2.0),
+        )
+
+    async def _complete(self, request: GenerationRequest) -> web.Response:
+        pieces: list[str] = []
+
+        async def keep(text: str) -> None:
+            pieces.append(text)
+
+        done = await generate(self._engine, request, keep)
+        if done.stop_reason == "error":
+            return _engine_failure(done)
+        answer = ChatCompletion(
+            id=_completion_id(request),
+            model=self._model,
+            created=int(time.time()),
+            choices=[AnswerChoice(AnswerMessage("".join(pieces)), FINISH_REASONS[done.stop_reason])],
+            usage=chat_usage(done.usage),
+        )
+        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+
+    async def _stream(self, http: web.Request, request: GenerationRequest, include_usage: bool):
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(http)
+        created = int(time.time())
+
+        def frame(delta: ChunkDelta, finish: str | None = None, usage: Usage | None = None) -> bytes:
+            choices = [] if usage else [ChunkChoice(delta=delta, finish_reason=finish)]
+            chunk = ChatChunk(
+                choices, _completion_id(request), self._model, created, usage=usage and chat_usage(usage)
+            )
+            return sse_frame(msgspec.json.encode(chunk))
+
+        async def send(text: str) -> None:
+            await response.write(frame(ChunkDelta(content=text)))
+
+        await response.write(frame(ChunkDelta(role="assistant", content="")))
+        done = await generate(self._engine, request, send)
+        if done.stop_reason == "error":
+            await response.write(sse_frame(msgspec.json.encode(_failure_body(done))))
+        else:
+            await response.write(frame(ChunkDelta(), FINISH_REASONS[done.stop_reason]))
+            if include_usage:
+                await response.write(frame(ChunkDelta(), usage=done.usage))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def _conversation(
+    messages: list[ChatMessage], session_id: str, images: ImageLimits
+) -> tuple[str, list[Turn]]:
+    instructions: list[str] = []
+    turns: list[Turn] = []
+    for index, message in enumerate(messages):
+        item_id = f"{session_id}_m{index}"
+        if isinstance(message, UserMessage):
+            parts = _user_parts(message.content, item_id, f"messages[{index}].content", images)
+            turns.append(Turn("user", tuple(parts), item_id))
+        elif isinstance(message, AssistantMessage):
+            turns.append(Turn("assistant", (TextPart(_text_of(message.content)),), item_id))
+        else:
+            instructions.append(_text_of(message.content))
+    return "\n\n".join(instructions), turns
+
+
+def _user_parts(
+    content: str | list[UserContent], item_id: str, param: str, images: ImageLimits
+) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    parts: list[Part] = []
+    for index, part in enumerate(content):
+        where = f"{param}[{index}]"
+        if isinstance(part, TextContent):
+            parts.append(TextPart(part.text))
+        elif isinstance(part, ImageUrlContent):
+            if part.image_url is None:
+                raise ProtocolError("missing_required_parameter", "`image_url` is required.", param=where)
+            parts.append(decode_image_part(part.image_url.url, images, f"{where}.image_url.url"))
+        elif isinstance(part, InputAudioContent):
+            if part.input_audio is None:
+                raise ProtocolError("missing_required_parameter", "`input_audio` is required.", param=where)
+            audio_format = audio_format_of(part.input_audio.format, f"{where}.input_audio.format")
+            parts += decode_audio_parts(part.input_audio.data, audio_format, f"{item_id}/{index}", where)
+    return parts
+
+
+def _text_of(content: str | list[TextContent] | None) -> str:
+    if content is None:
+        return ""
+    return content if isinstance(content, str) else "".join(part.text for part in content)
+
+
+def chat_usage(usage: Usage) -> ChatUsage:
+    details = PromptTokensDetails(cached_tokens=usage.cached_tokens, audio_tokens=usage.input_audio_tokens)
+    total = usage.input_tokens + usage.output_tokens
+    return ChatUsage(usage.input_tokens, usage.output_tokens, total, details)
+
+
+def _completion_id(request: GenerationRequest) -> str:
+    return "chatcmpl-" + request.response_id.removeprefix("resp_")
+
+
+def openai_error(exc: ProtocolError, status: int) -> web.Response:
+    body = ErrorBody(ErrorDetail(exc.message, exc.error_type, exc.param, exc.code))
+    return web.Response(status=status, body=msgspec.json.encode(body), content_type="application/json")
+
+
+def _failure_body(done: GenerationDone) -> ErrorBody:
+    message = done.error_message or "the engine failed"
+    return ErrorBody(ErrorDetail(message, "server_error", None, "engine_error"))
+
+
+def _engine_failure(done: GenerationDone) -> web.Response:
+    body = msgspec.json.encode(_failure_body(done))
+    return web.Response(status=500, body=body, content_type="application/json")

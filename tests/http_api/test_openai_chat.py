@@ -1,0 +1,207 @@
+"""POST /v1/chat/completions with the official openai client, on the scripted engine: shapes and errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import openai
+import pytest
+from openai import OpenAI
+
+from realtime.engine.fake_backend import FakeBackend
+from realtime.engine.worker import EngineWorker
+from tests.conftest import png_data_uri
+from tests.http_api.conftest import TIMEOUT_S, audio_b64, serve_http_api, tone_16k
+
+
+class FailingBackend(FakeBackend):
+    def generate(self, request, should_stop):
+        raise RuntimeError("the model broke")
+        yield
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return FakeBackend()
+
+
+@pytest.fixture(scope="module")
+def base_url(backend):
+    with serve_http_api(EngineWorker(backend)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(base_url):
+    return OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_S)
+
+
+def audio_part(seconds: float = 1.0, rate_hz: int = 24000, audio_format: str = "wav") -> dict:
+    data = audio_b64(tone_16k(seconds, rate_hz), rate_hz, audio_format)
+    return {"type": "input_audio", "input_audio": {"data": data, "format": audio_format}}
+
+
+def image_part(size=(64, 48)) -> dict:
+    return {"type": "image_url", "image_url": {"url": png_data_uri((10, 200, 30), size)}}
+
+
+def test_text_completion_with_usage(client, backend):
+    answer = client.chat.completions.create(
+        model="gemma-4-test",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hello"},
+            {"role": "assistant", "content": "Hi!"},
+            {"role": "user", "content": [{"type": "text", "text": "Again"}]},
+        ],
+        max_tokens=50,
+    )
+    assert answer.choices[0].message.content == "text:Again"
+    assert answer.choices[0].finish_reason == "stop" and answer.object == "chat.completion"
+    assert answer.usage.completion_tokens == 1
+    request = backend.requests[-1]
+    assert request.instructions == "Be brief." and [t.role for t in request.turns] == [
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert request.max_output_tokens == 50 and request.sampling.temperature == 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "described"),
+    [
+        ([audio_part(1.0)], "audio:1000ms"),
+        (
+            [image_part(), audio_part(0.5), {"type": "text", "text": "what?"}],
+            "image:64x48 audio:500ms text:what?",
+        ),
+        ([audio_part(0.75, 44100, "mp3")], "audio:7"),
+    ],
+    ids=["audio only", "image audio text", "mp3"],
+)
+def test_streamed_media_reaches_the_engine(client, backend, content, described):
+    stream = client.chat.completions.create(
+        model="gemma-4-test",
+        messages=[{"role": "user", "content": content}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith(described)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(text.split(" "))
+    (audio,) = [p for p in backend.requests[-1].turns[-1].parts if hasattr(p, "samples")]
+    assert audio.samples.dtype.name == "float32" and abs(audio.samples.max() - 0.3) < 0.02
+
+
+def test_long_audio_is_split_into_30_s_clips(client, backend):
+    client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": [audio_part(31.0, 16000)]}]
+    )
+    clips = [len(p.samples) for p in backend.requests[-1].turns[-1].parts]
+    assert clips == [30 * 16000, 16000]
+
+
+def test_max_tokens_cut_is_length(client):
+    answer = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "one two three four"}], max_completion_tokens=2
+    )
+    assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 2
+
+
+def test_models_list(client):
+    assert [m.id for m in client.models.list()] == ["gemma-4-test"]
+
+
+def one_part(part: dict) -> dict:
+    return {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({"model": "m", "messages": [{"role": "user", "content": 5}]}, "messages[0].content", "Expected"),
+        (
+            {"model": "m", "messages": [{"role": "robot", "content": "x"}]},
+            "messages[0].role",
+            "Invalid value 'robot'",
+        ),
+        ({"model": "m", "messages": [{"role": "system", "content": "x"}]}, "messages", "user message"),
+        ({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n", "n=1"),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+            "between",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+            "temperature",
+            "between",
+        ),
+        (
+            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            "tools",
+            "",
+        ),
+        (
+            one_part({"type": "input_audio", "input_audio": {"data": "@@", "format": "wav"}}),
+            "messages[0].content[0]",
+            "base64",
+        ),
+        (
+            one_part({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}),
+            "messages[0].content[0]",
+            "not readable wav",
+        ),
+        (
+            one_part({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}),
+            "messages[0].content[0].input_audio.format",
+            "wav or mp3",
+        ),
+        (
+            one_part({"type": "image_url", "image_url": {"url": "https://x/y.png"}}),
+            "messages[0].content[0].image_url.url",
+            "not fetched",
+        ),
+    ],
+)
+def test_bad_requests_get_openai_errors(client, body, param, message):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.post("/chat/completions", body=body, cast_to=object)
+    error = raised.value.body
+    assert raised.value.status_code == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == param and message in error["message"] and error["code"]
+
+
+def test_invalid_json_is_a_400(base_url):
+    request = urllib.request.Request(f"{base_url}/v1/chat/completions", data=b"{nope", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    assert raised.value.code == 400
+    assert json.loads(raised.value.read())["error"]["code"] == "invalid_json"
+
+
+def test_engine_failures_are_server_errors_and_the_api_goes_on():
+    with serve_http_api(EngineWorker(FailingBackend())) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_S)
+        messages = [{"role": "user", "content": "hi"}]
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.chat.completions.create(model="m", messages=messages)
+        assert (
+            raised.value.body["type"] == "server_error" and raised.value.body["message"] == "the model broke"
+        )
+        with pytest.raises(openai.APIError, match="the model broke"):
+            list(client.chat.completions.create(model="m", messages=messages, stream=True))
+        assert [m.id for m in client.models.list()] == ["gemma-4-test"]
+
+
+def test_api_key_is_required_when_set():
+    with serve_http_api(EngineWorker(FakeBackend()), api_key="sesame") as url:
+        with pytest.raises(openai.AuthenticationError):
+            OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+        assert OpenAI(base_url=f"{url}/v1", api_key="sesame").models.list().data[0].id == "gemma-4-test"
