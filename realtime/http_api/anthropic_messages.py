@@ -25,7 +25,6 @@ from .anthropic_types import (
     MessagesRequest,
     MessageStart,
     MessageStop,
-    OutputUsage,
     StopDelta,
     StreamEvent,
     TextBlock,
@@ -118,7 +117,7 @@ class AnthropicMessages:
         else:
             await emit(ContentBlockStop())
             stop = StopDelta(STOP_REASONS[done.stop_reason])
-            await emit(MessageDelta(stop, OutputUsage(done.usage.output_tokens)))
+            await emit(MessageDelta(stop, anthropic_usage(done.usage)))
             await emit(MessageStop())
         await response.write_eof()
         return response

@@ -92,13 +92,10 @@ class StopDelta(Struct):
     stop_sequence: str | None = None
 
 
-class OutputUsage(Struct):
-    output_tokens: int
-
-
 class MessageDelta(Struct, tag_field="type", tag="message_delta"):
     delta: StopDelta
-    usage: OutputUsage
+    # The whole usage: input tokens are only known once the prompt has run.
+    usage: AnthropicUsage
 
 
 class MessageStop(Struct, tag_field="type", tag="message_stop"):
