@@ -31,7 +31,7 @@ from .anthropic_types import (
     TextDeltaBody,
 )
 from .engine_call import ApiLimits, checked_max_tokens, checked_sampling, generate, generation_request
-from .media import audio_format_of, decode_audio_parts, decode_image_part
+from .media import audio_format_of, decode_audio_part, decode_image_part
 from .request_body import decode_body
 from .sse import sse_frame
 
@@ -142,9 +142,8 @@ def _parts(content: str | list[ContentBlock], item_id: str, param: str, images: 
             parts.append(decode_image_part(uri, images, f"{where}.source"))
         elif isinstance(block, InputAudioBlock):
             audio_format = audio_format_of(block.source.media_type, f"{where}.source.media_type")
-            parts += decode_audio_parts(
-                block.source.data, audio_format, f"{item_id}/{index}", f"{where}.source"
-            )
+            key = f"{item_id}/{index}"
+            parts.append(decode_audio_part(block.source.data, audio_format, key, f"{where}.source"))
     return parts
 
 

@@ -7,10 +7,9 @@ from collections.abc import Callable
 import miniaudio
 import numpy as np
 
-from ..audio.clip import split_clip
 from ..audio.formats import pcm16_to_float32
 from ..audio.resample import resample_clip
-from ..engine.port import ENGINE_SAMPLE_RATE_HZ, MAX_CLIP_N_SAMPLES, AudioPart, ImagePart
+from ..engine.port import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart
 from ..protocol.codec import decode_base64
 from ..protocol.errors import ProtocolError
 from ..session.content import decode_image_param, image_part
@@ -37,8 +36,8 @@ def audio_format_of(name: str, param: str) -> str:
     return _AUDIO_FORMATS[key]
 
 
-def decode_audio_parts(data_b64: str, audio_format: str, key: str, param: str) -> list[AudioPart]:
-    """One part per 30 s clip (Gemma 4's limit), mono float32 at the engine rate."""
+def decode_audio_part(data_b64: str, audio_format: str, key: str, param: str) -> AudioPart:
+    """Mono float32 at the engine rate, any length (the engine cuts it into clips its model hears)."""
     if len(data_b64) > MAX_AUDIO_BYTES * 4 // 3 + 4:
         raise ProtocolError("audio_too_large", f"Audio over {MAX_AUDIO_BYTES} bytes.", param=param)
     data = decode_base64(data_b64, param=param)
@@ -55,8 +54,7 @@ def decode_audio_parts(data_b64: str, audio_format: str, key: str, param: str) -
     if len(pcm) == 0:
         raise ProtocolError("invalid_audio", "The audio has no samples.", param=param)
     samples = pcm16_to_float32(resample_clip(pcm, decoded.sample_rate, ENGINE_SAMPLE_RATE_HZ))
-    clips = split_clip(samples, MAX_CLIP_N_SAMPLES)
-    return [AudioPart(clip, f"{key}/{index}") for index, clip in enumerate(clips)]
+    return AudioPart(samples, key)
 
 
 def decode_image_part(value: str, limits: ImageLimits, param: str) -> ImagePart:

@@ -12,7 +12,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.ids import IdFactory
 from ..vision.images import ImageLimits
 from .engine_call import ApiLimits, checked_max_tokens, checked_sampling, generate, generation_request
-from .media import audio_format_of, decode_audio_parts, decode_image_part
+from .media import audio_format_of, decode_audio_part, decode_image_part
 from .openai_types import (
     AnswerChoice,
     AnswerMessage,
@@ -159,7 +159,8 @@ def _user_parts(
             if part.input_audio is None:
                 raise ProtocolError("missing_required_parameter", "`input_audio` is required.", param=where)
             audio_format = audio_format_of(part.input_audio.format, f"{where}.input_audio.format")
-            parts += decode_audio_parts(part.input_audio.data, audio_format, f"{item_id}/{index}", where)
+            key = f"{item_id}/{index}"
+            parts.append(decode_audio_part(part.input_audio.data, audio_format, key, where))
     return parts
 
 

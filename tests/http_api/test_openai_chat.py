@@ -99,12 +99,12 @@ def test_streamed_media_reaches_the_engine(client, backend, content, described):
     assert audio.samples.dtype.name == "float32" and abs(audio.samples.max() - 0.3) < 0.02
 
 
-def test_long_audio_is_split_into_30_s_clips(client, backend):
+def test_long_audio_reaches_the_engine_whole(client, backend):
     client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": [audio_part(31.0, 16000)]}]
     )
-    clips = [len(p.samples) for p in backend.requests[-1].turns[-1].parts]
-    assert clips == [30 * 16000, 16000]
+    # The engine cuts it into the clips its model hears.
+    assert [len(p.samples) for p in backend.requests[-1].turns[-1].parts] == [31 * 16000]
 
 
 def test_max_tokens_cut_is_length(client):

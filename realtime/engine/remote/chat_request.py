@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...audio.clip import split_clip
 from ...http_api.openai_types import (
     AssistantMessage,
     ChatMessage,
@@ -25,6 +26,7 @@ from ...http_api.openai_types import (
     UserContent,
     UserMessage,
 )
+from ..gemma4.audio_encoder import MAX_CLIP_N_SAMPLES
 from ..port import ENGINE_SAMPLE_RATE_HZ, AudioPart, GenerationRequest, ImagePart, Part, TextPart, Turn
 
 JPEG_QUALITY = 90
@@ -71,11 +73,18 @@ class _MessageBuilder:
 
     def message(self, turn: Turn) -> ChatMessage:
         if turn.role == "user":
-            return UserMessage(content=[self._content(part) for part in turn.parts])
+            return UserMessage(content=[content for part in turn.parts for content in self._contents(part)])
         text = "".join(part.text for part in turn.parts if isinstance(part, TextPart))
         if turn.role == "assistant":
             return AssistantMessage(content=text)
         return SystemMessage(content=text)
+
+    def _contents(self, part: Part) -> list[UserContent]:
+        if isinstance(part, AudioPart):
+            # Serving engines cut Gemma 4 audio at 30 s rather than splitting it: send clips they hear whole.
+            clips = split_clip(np.asarray(part.samples, dtype=np.float32), MAX_CLIP_N_SAMPLES)
+            return [self._content(AudioPart(clip, f"{part.key}/{n}")) for n, clip in enumerate(clips)]
+        return [self._content(part)]
 
     def _content(self, part: Part) -> UserContent:
         if isinstance(part, TextPart):

@@ -92,3 +92,13 @@ def test_media_ids_come_from_the_content_not_the_key():
     assert media_id_of(louder) != media_id_of(a.parts[1])
     other = ImagePart(Image.new("RGB", (32, 24), (0, 0, 0)), key="sha")
     assert media_id_of(other) != media_id_of(a.parts[0])
+
+
+def test_audio_over_30_s_goes_as_clips_the_model_hears_whole():
+    samples = np.zeros(31 * 16000, np.float32)
+    body = wire(
+        build_chat_request(request(Turn("user", (AudioPart(samples, "i/0"),), "i")), "m", media_ids=False)
+    )
+    clips = body["messages"][1]["content"]
+    lengths = [len(soundfile.read(io.BytesIO(base64.b64decode(c["input_audio"]["data"])))[0]) for c in clips]
+    assert lengths == [30 * 16000, 16000]
