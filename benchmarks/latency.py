@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +70,8 @@ CHAT_METRIC = (
     "non-empty content delta; its audio is what our VAD commits: 300 ms of silence, the speech, 500 ms "
     "of silence"
 )
-SYSTEM_NAMES = ("streaming_prefill", "no_streaming_prefill", "mlx_vlm_server")
+REMOTE_METRIC = LIVE_METRIC + "; our server sends each committed turn to mlx-vlm's server as one request"
+SYSTEM_NAMES = ("streaming_prefill", "no_streaming_prefill", "mlx_vlm_server", "remote_mlx_vlm")
 OURS_READY = re.compile(r"mlx-realtime listening on (http://\S+)")
 UVICORN_READY = re.compile(r"Uvicorn running on (http://\S+)")
 
@@ -95,6 +96,8 @@ class System:
     ready: re.Pattern[str]
     measure: Callable[[str, Utterance], Awaitable[dict]]
     metric: str
+    # A serving engine started first; its base URL is passed to `argv` as --engine-url.
+    upstream_argv: tuple[str, ...] = ()
 
 
 # Speech -----------------------------------------------------------------------------------------
@@ -148,9 +151,22 @@ def _chunk_n_bytes(chunk_ms: int) -> int:
 
 @asynccontextmanager
 async def served(system: System) -> AsyncIterator[str]:
-    """Starts the server, yields its base URL once it says it listens, and always ends the process."""
+    """The system's server (behind its upstream engine, if it has one); yields the server's base URL."""
+    if not system.upstream_argv:
+        async with served_process(system.name, system.argv, system.ready) as url:
+            yield url
+        return
+    async with served_process(f"{system.name} upstream", system.upstream_argv, UVICORN_READY) as upstream:
+        argv = [*system.argv, "--engine-url", upstream + "/v1"]
+        async with served_process(system.name, argv, system.ready) as url:
+            yield url
+
+
+@asynccontextmanager
+async def served_process(name: str, argv: Sequence[str], ready: re.Pattern[str]) -> AsyncIterator[str]:
+    """Starts a server, yields its base URL once it says it listens, and always ends the process."""
     process = await asyncio.create_subprocess_exec(
-        *system.argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     log_tail: deque[str] = deque(maxlen=40)
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -161,11 +177,11 @@ async def served(system: System) -> AsyncIterator[str]:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             log_tail.append(line)
-            match = system.ready.search(line)
+            match = ready.search(line)
             if match and not url.done():
                 url.set_result(match.group(1))
         if not url.done():
-            url.set_exception(RuntimeError(f"{system.name} exited before listening:\n" + "\n".join(log_tail)))
+            url.set_exception(RuntimeError(f"{name} exited before listening:\n" + "\n".join(log_tail)))
 
     reader = asyncio.create_task(drain())
     try:
@@ -319,8 +335,8 @@ async def measure_chat(url: str, utterance: Utterance, *, model: str, max_output
 
 
 def build_systems(args: argparse.Namespace, model_dir: Path) -> list[System]:
-    ours = [sys.executable, "-m", "realtime", "serve", "--port", "0"]
-    ours += ["--model", str(args.model)] if args.model else []
+    serve = [sys.executable, "-m", "realtime", "serve", "--port", "0"]
+    ours = [*serve, "--model", str(args.model)] if args.model else serve
     vlm = [sys.executable, *"-m mlx_vlm.server --host 127.0.0.1 --port 0 --model".split(), str(model_dir)]
     tokens = args.max_output_tokens
     live = functools.partial(measure_realtime, max_output_tokens=tokens, chunk_ms=args.chunk_ms)
@@ -331,6 +347,8 @@ def build_systems(args: argparse.Namespace, model_dir: Path) -> list[System]:
                OURS_READY, live, LIVE_METRIC),
         System("mlx_vlm_server", "mlx-vlm server (request at speech end)", vlm, UVICORN_READY, chat,
                CHAT_METRIC),
+        System("remote_mlx_vlm", "ours in front of mlx-vlm server (remote engine)", serve, OURS_READY,
+               live, REMOTE_METRIC, upstream_argv=tuple(vlm)),
     ]
     return [system for system in systems if system.name in args.systems]
 
@@ -347,7 +365,9 @@ async def run_system(system: System, utterances: list[Utterance], repeats: list[
                     runs[utterance.target_s].append(sample)
                     print(f"{system.name:>22} {utterance.target_s:>4g} s {sample['latency_ms']:8.1f} ms",
                           file=sys.stderr)
-    return {"name": system.name, "label": system.label, "command": system.argv, "metric": system.metric,
+    command = [*system.argv, "--engine-url", "<upstream>/v1"] if system.upstream_argv else system.argv
+    return {"name": system.name, "label": system.label, "command": command, "metric": system.metric,
+            "upstream_command": list(system.upstream_argv) or None,
             "warm_up_latency_ms": warm_up["latency_ms"],
             "lengths": [_summary(u, runs[u.target_s]) for u in utterances]}
 
@@ -376,7 +396,7 @@ def ratios(systems: list[dict]) -> dict:
 
 def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
-    for system, marker in zip(report["systems"], "os^", strict=False):
+    for system, marker in zip(report["systems"], "os^D", strict=False):
         p50 = np.array([r["p50_ms"] for r in system["lengths"]])
         p95 = np.array([r["p95_ms"] for r in system["lengths"]])
         ax.errorbar([r["speech_s"] for r in system["lengths"]], p50, yerr=[np.zeros_like(p50), p95 - p50],
@@ -418,7 +438,7 @@ def _machine() -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     add = parser.add_argument
-    add("--model", type=Path, help="a Gemma 4 directory for all three servers (default: the tiny demo model)")
+    add("--model", type=Path, help="a Gemma 4 directory for every server (default: the tiny demo model)")
     add("--lengths", type=lambda t: sorted(float(v) for v in t.split(",")), default=[1.0, 3.0, 10.0, 25.0],
         help="utterance lengths, seconds of speech (default 1,3,10,25)")
     add("--repeats", type=lambda t: [int(v) for v in t.split(",")], default=[5, 5, 5, 3],
