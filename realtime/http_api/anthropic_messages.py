@@ -5,9 +5,8 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..engine.port import Engine, GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
+from ..engine.port import GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
 from ..protocol.errors import ProtocolError
-from ..protocol.ids import IdFactory
 from ..vision.images import ImageLimits
 from .anthropic_types import (
     AnswerText,
@@ -30,7 +29,14 @@ from .anthropic_types import (
     TextBlock,
     TextDeltaBody,
 )
-from .engine_call import ApiLimits, checked_max_tokens, checked_sampling, generate, generation_request
+from .engine_call import (
+    ApiContext,
+    checked_max_tokens,
+    checked_sampling,
+    complete,
+    generate,
+    generation_request,
+)
 from .media import audio_format_of, decode_audio_part, decode_image_part
 from .request_body import decode_body
 from .sse import sse_frame
@@ -39,12 +45,8 @@ STOP_REASONS = {"end_of_turn": "end_turn", "max_tokens": "max_tokens", "cancelle
 
 
 class AnthropicMessages:
-    def __init__(self, engine: Engine, model: str, ids: IdFactory, limits: ApiLimits, images: ImageLimits):
-        self._engine = engine
-        self._model = model
-        self._ids = ids
-        self._limits = limits
-        self._images = images
+    def __init__(self, context: ApiContext) -> None:
+        self._context = context
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         try:
@@ -64,36 +66,29 @@ class AnthropicMessages:
     def _generation_request(self, body: MessagesRequest) -> GenerationRequest:
         if body.tools:
             raise ProtocolError("unsupported_parameter", "tools: not supported here yet.", param="tools")
-        session_id = self._ids.new("http")
+        session_id = self._context.ids.new("http")
         turns = []
         for index, message in enumerate(body.messages):
             item_id = f"{session_id}_m{index}"
-            parts = _parts(message.content, item_id, f"messages.{index}.content", self._images)
+            parts = _parts(message.content, item_id, f"messages.{index}.content", self._context.images)
             if message.role == "assistant":
                 parts = [TextPart("".join(p.text for p in parts if isinstance(p, TextPart)))]
             turns.append(Turn(message.role, tuple(parts), item_id))
         system = body.system if isinstance(body.system, str) else "".join(b.text for b in body.system or [])
         return generation_request(
-            self._ids,
+            self._context.ids,
             session_id,
             system,
             turns,
-            checked_max_tokens(body.max_tokens, self._limits.default_max_output_tokens, "max_tokens"),
+            checked_max_tokens(body.max_tokens, self._context.default_max_output_tokens, "max_tokens"),
             checked_sampling(body.temperature, body.top_p, max_temperature=1.0),
         )
 
     async def _complete(self, request: GenerationRequest) -> web.Response:
-        pieces: list[str] = []
-
-        async def keep(text: str) -> None:
-            pieces.append(text)
-
-        done = await generate(self._engine, request, keep)
+        text, done = await complete(self._context.engine, request)
         if done.stop_reason == "error":
             return anthropic_error(_failure_message(done), 500, "api_error")
-        answer = self._answer(
-            request, [AnswerText("".join(pieces))], STOP_REASONS[done.stop_reason], done.usage
-        )
+        answer = self._answer(request, [AnswerText(text)], STOP_REASONS[done.stop_reason], done.usage)
         return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 
     async def _stream(self, http: web.Request, request: GenerationRequest) -> web.StreamResponse:
@@ -111,7 +106,7 @@ class AnthropicMessages:
 
         await emit(MessageStart(self._answer(request, [], None, Usage())))
         await emit(ContentBlockStart(AnswerText("")))
-        done = await generate(self._engine, request, send)
+        done = await generate(self._context.engine, request, send)
         if done.stop_reason == "error":
             await emit(ErrorEvent(ErrorDetail("api_error", _failure_message(done))))
         else:
@@ -126,7 +121,7 @@ class AnthropicMessages:
         self, request: GenerationRequest, content: list[AnswerText], stop_reason: str | None, usage: Usage
     ) -> MessageAnswer:
         message_id = "msg_" + request.response_id.removeprefix("resp_")
-        return MessageAnswer(message_id, self._model, content, stop_reason, anthropic_usage(usage))
+        return MessageAnswer(message_id, self._context.model, content, stop_reason, anthropic_usage(usage))
 
 
 def _parts(content: str | list[ContentBlock], item_id: str, param: str, images: ImageLimits) -> list[Part]:

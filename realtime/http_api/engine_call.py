@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from ..engine.port import (
     CancelGeneration,
     CloseSession,
@@ -21,11 +23,18 @@ from ..engine.port import (
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import IdFactory
 from ..session.settings import MAX_OUTPUT_TOKENS_LIMIT
+from ..vision.images import ImageLimits
 
 
 @dataclass(frozen=True)
-class ApiLimits:
+class ApiContext:
+    """What every HTTP API handler serves with."""
+
+    engine: Engine
+    model: str
+    ids: IdFactory
     default_max_output_tokens: int = 1024
+    images: ImageLimits = ImageLimits()
 
 
 def generation_request(
@@ -37,6 +46,7 @@ def generation_request(
     sampling: SamplingSettings,
 ) -> GenerationRequest:
     if not any(turn.role == "user" for turn in turns):
+        # A conversation without a user turn has nothing to answer.
         raise ProtocolError(
             "invalid_value", "The conversation needs at least one user message.", param="messages"
         )
@@ -103,3 +113,20 @@ async def generate(
         if not finished:
             engine.send(CancelGeneration(request.response_id), sink)
         engine.send(CloseSession(request.session_id), sink)
+
+
+async def complete(engine: Engine, request: GenerationRequest) -> tuple[str, GenerationDone]:
+    """The whole answer at once, for a request that does not stream."""
+    pieces: list[str] = []
+
+    async def keep(text: str) -> None:
+        pieces.append(text)
+
+    done = await generate(engine, request, keep)
+    return "".join(pieces), done
+
+
+async def open_event_stream(http: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(http)
+    return response

@@ -7,11 +7,17 @@ import time
 import msgspec
 from aiohttp import web
 
-from ..engine.port import Engine, GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
+from ..engine.port import GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
 from ..protocol.errors import ProtocolError
-from ..protocol.ids import IdFactory
 from ..vision.images import ImageLimits
-from .engine_call import ApiLimits, checked_max_tokens, checked_sampling, generate, generation_request
+from .engine_call import (
+    ApiContext,
+    checked_max_tokens,
+    checked_sampling,
+    complete,
+    generate,
+    generation_request,
+)
 from .media import audio_format_of, decode_audio_part, decode_image_part
 from .openai_types import (
     AnswerChoice,
@@ -40,12 +46,8 @@ FINISH_REASONS = {"end_of_turn": "stop", "max_tokens": "length", "cancelled": "s
 
 
 class OpenAIChat:
-    def __init__(self, engine: Engine, model: str, ids: IdFactory, limits: ApiLimits, images: ImageLimits):
-        self._engine = engine
-        self._model = model
-        self._ids = ids
-        self._limits = limits
-        self._images = images
+    def __init__(self, context: ApiContext) -> None:
+        self._context = context
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         try:
@@ -63,33 +65,28 @@ class OpenAIChat:
             raise ProtocolError("invalid_value", "Only n=1 is supported.", param="n")
         if body.tools:
             raise ProtocolError("unsupported_parameter", "Tools are not supported here yet.", param="tools")
-        session_id = self._ids.new("http")
-        instructions, turns = _conversation(body.messages, session_id, self._images)
+        session_id = self._context.ids.new("http")
+        instructions, turns = _conversation(body.messages, session_id, self._context.images)
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         return generation_request(
-            self._ids,
+            self._context.ids,
             session_id,
             instructions,
             turns,
-            checked_max_tokens(max_tokens, self._limits.default_max_output_tokens, param),
+            checked_max_tokens(max_tokens, self._context.default_max_output_tokens, param),
             checked_sampling(body.temperature, body.top_p, max_temperature=2.0),
         )
 
     async def _complete(self, request: GenerationRequest) -> web.Response:
-        pieces: list[str] = []
-
-        async def keep(text: str) -> None:
-            pieces.append(text)
-
-        done = await generate(self._engine, request, keep)
+        text, done = await complete(self._context.engine, request)
         if done.stop_reason == "error":
             return _engine_failure(done)
         answer = ChatCompletion(
             id=_completion_id(request),
-            model=self._model,
+            model=self._context.model,
             created=int(time.time()),
-            choices=[AnswerChoice(AnswerMessage("".join(pieces)), FINISH_REASONS[done.stop_reason])],
+            choices=[AnswerChoice(AnswerMessage(text), FINISH_REASONS[done.stop_reason])],
             usage=chat_usage(done.usage),
         )
         return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
@@ -104,7 +101,11 @@ class OpenAIChat:
         def frame(delta: ChunkDelta, finish: str | None = None, usage: Usage | None = None) -> bytes:
             choices = [] if usage else [ChunkChoice(delta=delta, finish_reason=finish)]
             chunk = ChatChunk(
-                choices, _completion_id(request), self._model, created, usage=usage and chat_usage(usage)
+                choices,
+                _completion_id(request),
+                self._context.model,
+                created,
+                usage=usage and chat_usage(usage),
             )
             return sse_frame(msgspec.json.encode(chunk))
 
@@ -112,7 +113,7 @@ class OpenAIChat:
             await response.write(frame(ChunkDelta(content=text)))
 
         await response.write(frame(ChunkDelta(role="assistant", content="")))
-        done = await generate(self._engine, request, send)
+        done = await generate(self._context.engine, request, send)
         if done.stop_reason == "error":
             await response.write(sse_frame(msgspec.json.encode(_failure_body(done))))
         else:

@@ -13,7 +13,7 @@ from ..protocol.errors import ProtocolError
 from ..protocol.ids import IdFactory
 from ..vision.images import ImageLimits
 from .anthropic_messages import AnthropicMessages, anthropic_error
-from .engine_call import ApiLimits
+from .engine_call import ApiContext
 from .openai_chat import OpenAIChat, openai_error
 from .openai_types import ModelCard, ModelList
 
@@ -29,17 +29,17 @@ class HttpApi:
         model: str,
         *,
         api_key: str | None = None,
-        limits: ApiLimits | None = None,
+        default_max_output_tokens: int = 1024,
         images: ImageLimits | None = None,
         ids: IdFactory | None = None,
     ) -> None:
-        ids = ids or IdFactory()
-        limits = limits or ApiLimits()
-        images = images or ImageLimits()
+        context = ApiContext(
+            engine, model, ids or IdFactory(), default_max_output_tokens, images or ImageLimits()
+        )
         self._model = model
         self._api_key = api_key
-        self._chat = OpenAIChat(engine, model, ids, limits, images)
-        self._messages = AnthropicMessages(engine, model, ids, limits, images)
+        self._chat = OpenAIChat(context)
+        self._messages = AnthropicMessages(context)
 
     def routes(self) -> list[web.RouteDef]:
         return [

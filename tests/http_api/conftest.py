@@ -10,9 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+import pytest
 import soundfile
 from aiohttp import web
 
+from realtime.engine.fake_backend import FakeBackend
+from realtime.engine.worker import EngineWorker
 from realtime.http_api.routes import HttpApi
 
 TIMEOUT_S = 60
@@ -53,3 +56,15 @@ def audio_b64(samples: np.ndarray, rate_hz: int, audio_format: str) -> str:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, rate_hz, format=audio_format.upper())
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.fixture(scope="module")
+def backend():
+    """The scripted engine: its answer describes what it was given."""
+    return FakeBackend()
+
+
+@pytest.fixture(scope="module")
+def base_url(backend):
+    with serve_http_api(EngineWorker(backend)) as url:
+        yield url

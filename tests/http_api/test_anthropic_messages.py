@@ -11,17 +11,6 @@ from tests.conftest import png_data_uri
 from tests.http_api.conftest import TIMEOUT_S, audio_b64, serve_http_api, tone_16k
 
 
-@pytest.fixture(scope="module")
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture(scope="module")
-def base_url(backend):
-    with serve_http_api(EngineWorker(backend)) as url:
-        yield url
-
-
 @pytest.fixture
 def client(base_url):
     return anthropic.Anthropic(base_url=base_url, api_key="unused", max_retries=0, timeout=TIMEOUT_S)

@@ -22,17 +22,6 @@ class FailingBackend(FakeBackend):
         yield
 
 
-@pytest.fixture(scope="module")
-def backend():
-    return FakeBackend()
-
-
-@pytest.fixture(scope="module")
-def base_url(backend):
-    with serve_http_api(EngineWorker(backend)) as url:
-        yield url
-
-
 @pytest.fixture
 def client(base_url):
     return OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_S)
