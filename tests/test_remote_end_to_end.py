@@ -3,8 +3,10 @@ Gemma 4) through the remote engine, driven by the official openai SDK: the turns
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from tests.test_end_to_end import (
     speech_24k,
     text_of,
 )
-from tests.upstream import mlx_vlm_server
+from tests.upstream import OURS_READY, mlx_vlm_server, served_process
 
 pytestmark = pytest.mark.slow
 __all__ = ["speech_24k"]
@@ -124,6 +126,23 @@ def test_image_turn(host):
     image = {"type": "input_image", "image_url": _png_uri(Image.new("RGB", (96, 64), (250, 120, 0)))}
     # The image's soft tokens and markers reached the engine's prompt.
     assert answer_input_tokens(host, [image, question]) > answer_input_tokens(host, [question]) + 10
+
+
+def test_cli_serves_through_the_engine(upstream_url):
+    argv = [sys.executable, "-m", "realtime", "serve", "--port", "0", "--engine-url", upstream_url]
+    with served_process(argv, OURS_READY) as url:
+        host = url.removeprefix("http://")
+        with urllib.request.urlopen(f"{url}/healthz", timeout=TIMEOUT_S) as reply:
+            health = json.loads(reply.read())
+        with sdk_connection(host) as connection:
+            start_session(connection, output_modalities=["text"], max_output_tokens=3)
+            connection.conversation.item.create(
+                item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}
+            )
+            connection.response.create()
+            events = collect(connection)
+    assert health["engine_alive"] is True and health["model"] == str(ensure_demo_model())
+    assert events[-1].response.status == "incomplete" and text_of(events)
 
 
 def test_cli_refuses_an_unreachable_engine_clearly():

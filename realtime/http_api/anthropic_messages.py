@@ -36,6 +36,7 @@ from .engine_call import (
     complete,
     generate,
     generation_request,
+    open_event_stream,
 )
 from .media import audio_format_of, decode_audio_part, decode_image_part
 from .request_body import decode_body
@@ -92,10 +93,7 @@ class AnthropicMessages:
         return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 
     async def _stream(self, http: web.Request, request: GenerationRequest) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(http)
+        response = await open_event_stream(http)
 
         async def emit(event: StreamEvent | ErrorEvent) -> None:
             name = msgspec.inspect.type_info(type(event)).tag  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from .engine_call import (
     complete,
     generate,
     generation_request,
+    open_event_stream,
 )
 from .media import audio_format_of, decode_audio_part, decode_image_part
 from .openai_types import (
@@ -92,10 +93,7 @@ class OpenAIChat:
         return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
 
     async def _stream(self, http: web.Request, request: GenerationRequest, include_usage: bool):
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(http)
+        response = await open_event_stream(http)
         created = int(time.time())
 
         def frame(delta: ChunkDelta, finish: str | None = None, usage: Usage | None = None) -> bytes:
