@@ -131,7 +131,9 @@ class RemoteEngine:
             total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
         )
         headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        self._http = aiohttp.ClientSession(timeout=timeout, headers=headers)
+        # No connection cap: every running answer holds one stream, and the engine does the scheduling.
+        connector = aiohttp.TCPConnector(limit=0)
+        self._http = aiohttp.ClientSession(timeout=timeout, headers=headers, connector=connector)
         url = f"{self._base_url}/models"
         try:
             async with self._http.get(url) as response:
@@ -141,7 +143,10 @@ class RemoteEngine:
                     raise RuntimeError(f"the engine at {url} answered HTTP {status}: {_message(body)}")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RuntimeError(f"the engine at {url} is unreachable: {_describe(exc)}") from None
-        served = [card.id for card in msgspec.json.decode(body, type=ModelList).data]
+        try:
+            served = [card.id for card in msgspec.json.decode(body, type=ModelList).data]
+        except msgspec.DecodeError:
+            raise RuntimeError(f"{url} did not answer with an OpenAI model list: {_message(body)}") from None
         if not self.model:
             if not served:
                 raise RuntimeError(f"the engine at {url} serves no model; pass --engine-model")
