@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import urllib.error
 import urllib.request
 
@@ -187,6 +188,32 @@ def test_engine_failures_are_server_errors_and_the_api_goes_on():
         with pytest.raises(openai.APIError, match="the model broke"):
             list(client.chat.completions.create(model="m", messages=messages, stream=True))
         assert [m.id for m in client.models.list()] == ["gemma-4-test"]
+
+
+class RecordingWorker(EngineWorker):
+    """The local engine, noting each command it is sent."""
+
+    def __init__(self, backend) -> None:
+        super().__init__(backend)
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+
+    def send(self, command, sink) -> None:
+        self.commands.put(command)
+        super().send(command, sink)
+
+
+def test_a_client_that_leaves_a_stream_cancels_the_generation():
+    long_answer = FakeBackend(reply=lambda request: "word " * 2000, seconds_per_token=0.01)
+    worker = RecordingWorker(long_answer)
+    with serve_http_api(worker) as url:
+        body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+        request = urllib.request.Request(f"{url}/v1/chat/completions", data=body.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as stream:
+            assert stream.readline().startswith(b"data: ")
+        kinds = []
+        while "CloseSession" not in kinds:
+            kinds.append(type(worker.commands.get(timeout=TIMEOUT_S)).__name__)
+    assert kinds == ["StartGeneration", "CancelGeneration", "CloseSession"]
 
 
 def test_api_key_is_required_when_set():

@@ -52,6 +52,7 @@ class Upstream:
     hang_after_chunks: bool = False
     # Statuses for requests that name media without data (a media cache miss).
     status_without_media: int | None = None
+    models_body: bytes | None = None
     bodies: list[dict] = field(default_factory=list)
     disconnected: threading.Event = field(default_factory=threading.Event)
 
@@ -60,6 +61,9 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 
 
 async def _models(request: web.Request) -> web.Response:
+    upstream = request.app[UPSTREAM]
+    if upstream.models_body is not None:
+        return web.Response(body=upstream.models_body, content_type="text/html")
     return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
 
@@ -234,6 +238,15 @@ def test_an_unreachable_engine_fails_start_clearly():
     with pytest.raises(RuntimeError, match=f"the engine at {url}/models is unreachable"):
         engine.start(timeout_s=TIMEOUT_S)
     engine.stop()
+
+
+def test_an_engine_that_is_no_openai_server_fails_start_clearly():
+    with scripted_upstream() as upstream:
+        upstream.models_body = b"<html>hello</html>"
+        engine = RemoteEngine(RemoteEngineConfig(base_url=upstream.url))
+        with pytest.raises(RuntimeError, match="did not answer with an OpenAI model list: <html>hello"):
+            engine.start(timeout_s=TIMEOUT_S)
+        engine.stop()
 
 
 def test_an_engine_that_goes_away_fails_requests_and_health():
