@@ -32,6 +32,10 @@ from ..port import ENGINE_SAMPLE_RATE_HZ, AudioPart, GenerationRequest, ImagePar
 JPEG_QUALITY = 90
 
 
+class UnsupportedContent(ValueError):
+    """A conversation part this engine has no chat-completions shape for."""
+
+
 @dataclass(frozen=True)
 class ChatRequestPlan:
     body: ChatRequest
@@ -74,21 +78,27 @@ class _MessageBuilder:
     def message(self, turn: Turn) -> ChatMessage:
         if turn.role == "user":
             return UserMessage(content=[content for part in turn.parts for content in self._contents(part)])
+        if turn.role not in ("assistant", "system"):
+            raise UnsupportedContent(f"the remote engine cannot send {turn.role!r} turns yet")
+        if any(not isinstance(part, TextPart) for part in turn.parts):
+            raise UnsupportedContent(f"the remote engine sends only text in {turn.role} turns")
         text = "".join(part.text for part in turn.parts if isinstance(part, TextPart))
         if turn.role == "assistant":
             return AssistantMessage(content=text)
         return SystemMessage(content=text)
 
     def _contents(self, part: Part) -> list[UserContent]:
+        if isinstance(part, TextPart):
+            return [TextContent(text=part.text)]
         if isinstance(part, AudioPart):
             # Serving engines cut Gemma 4 audio at 30 s rather than splitting it: send clips they hear whole.
             clips = split_clip(np.asarray(part.samples, dtype=np.float32), MAX_CLIP_N_SAMPLES)
-            return [self._content(AudioPart(clip, f"{part.key}/{n}")) for n, clip in enumerate(clips)]
-        return [self._content(part)]
+            return [self._media(AudioPart(clip, f"{part.key}/{n}")) for n, clip in enumerate(clips)]
+        if isinstance(part, ImagePart):
+            return [self._media(part)]
+        raise UnsupportedContent(f"the remote engine cannot send {type(part).__name__} yet")
 
-    def _content(self, part: Part) -> UserContent:
-        if isinstance(part, TextPart):
-            return TextContent(text=part.text)
+    def _media(self, part: AudioPart | ImagePart) -> UserContent:
         media_id = media_id_of(part) if self._media_ids else None
         if media_id is not None and media_id in self._known:
             self.omitted = True

@@ -26,7 +26,7 @@ from ..port import (
     TextDelta,
     Usage,
 )
-from .chat_request import ChatRequestPlan, build_chat_request
+from .chat_request import ChatRequestPlan, UnsupportedContent, build_chat_request
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,12 @@ class RemoteEngine:
             return await self._post(self._plan(request, set()), generation)
 
     def _plan(self, request: GenerationRequest, known: set[str]) -> ChatRequestPlan:
-        return build_chat_request(request, self.model, media_ids=self.config.media_ids, known_media_ids=known)
+        try:
+            return build_chat_request(
+                request, self.model, media_ids=self.config.media_ids, known_media_ids=known
+            )
+        except UnsupportedContent as exc:
+            raise EngineFailure(str(exc)) from None
 
     async def _post(self, plan: ChatRequestPlan, generation: _Generation) -> _StreamResult:
         assert self._http is not None

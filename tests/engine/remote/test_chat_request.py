@@ -3,11 +3,12 @@ import io
 
 import msgspec
 import numpy as np
+import pytest
 import soundfile
 from PIL import Image
 
 from realtime.engine.port import AudioPart, GenerationRequest, ImagePart, SamplingSettings, TextPart, Turn
-from realtime.engine.remote.chat_request import build_chat_request, media_id_of
+from realtime.engine.remote.chat_request import UnsupportedContent, build_chat_request, media_id_of
 
 
 def request(*turns: Turn, instructions: str = "Be brief.") -> GenerationRequest:
@@ -102,3 +103,9 @@ def test_audio_over_30_s_goes_as_clips_the_model_hears_whole():
     clips = body["messages"][1]["content"]
     lengths = [len(soundfile.read(io.BytesIO(base64.b64decode(c["input_audio"]["data"])))[0]) for c in clips]
     assert lengths == [30 * 16000, 16000]
+
+
+def test_parts_without_a_chat_shape_are_refused_clearly():
+    image = ImagePart(Image.new("RGB", (8, 8)), key="k")
+    with pytest.raises(UnsupportedContent, match="only text in assistant turns"):
+        build_chat_request(request(Turn("assistant", (image,), "i")), "m", media_ids=False)
