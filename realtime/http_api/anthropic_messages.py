@@ -39,7 +39,7 @@ from .engine_call import (
     open_event_stream,
 )
 from .media import audio_format_of, decode_audio_part, decode_image_part
-from .request_body import decode_body
+from .request_body import error_status, read_body
 from .sse import sse_frame
 
 STOP_REASONS = {"end_of_turn": "end_turn", "max_tokens": "max_tokens", "cancelled": "end_turn"}
@@ -51,7 +51,7 @@ class AnthropicMessages:
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         try:
-            body = decode_body(await http.read(), MessagesRequest)
+            body = await read_body(http, MessagesRequest)
             request = self._generation_request(body)
         except ProtocolError as exc:
             message = (
@@ -59,7 +59,7 @@ class AnthropicMessages:
                 if exc.param is None or exc.param in exc.message
                 else f"{exc.param}: {exc.message}"
             )
-            return anthropic_error(message, 400)
+            return anthropic_error(message, error_status(exc))
         if body.stream:
             return await self._stream(http, request)
         return await self._complete(request)

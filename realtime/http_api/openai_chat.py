@@ -40,7 +40,7 @@ from .openai_types import (
     UserContent,
     UserMessage,
 )
-from .request_body import decode_body
+from .request_body import error_status, read_body
 from .sse import sse_frame
 
 FINISH_REASONS = {"end_of_turn": "stop", "max_tokens": "length", "cancelled": "stop"}
@@ -52,10 +52,10 @@ class OpenAIChat:
 
     async def handle(self, http: web.Request) -> web.StreamResponse:
         try:
-            body = decode_body(await http.read(), ChatRequest)
+            body = await read_body(http, ChatRequest)
             request = self._generation_request(body)
         except ProtocolError as exc:
-            return openai_error(exc, 400)
+            return openai_error(exc, error_status(exc))
         if body.stream:
             include_usage = body.stream_options is not None and body.stream_options.include_usage
             return await self._stream(http, request, include_usage)
