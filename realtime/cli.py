@@ -16,7 +16,7 @@ from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 if TYPE_CHECKING:
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
     from .engine.port import Engine
-    from .server import RealtimeServer
+    from .server import RealtimeServer, ServerConfig
 
 log = logging.getLogger("realtime")
 
@@ -63,6 +63,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key",
         default=_env("API_KEY"),
         help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
+    )
+    serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        default=[o for o in (_env("ALLOWED_ORIGINS") or "").split(",") if o.strip()],
+        metavar="ORIGIN",
+        help="also accept browser pages from this origin (scheme://host[:port]; repeatable; '*' for any); "
+        "the server's own origin and loopback pages always are "
+        "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=int(_env("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)) or 0),
+        help="largest client message; bigger ones close the connection with 1009 "
+        "(env MLX_REALTIME_MAX_MESSAGE_BYTES; default 16 MiB)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=int(_env("MAX_INFLIGHT_BYTES", str(64 * 1024 * 1024)) or 0),
+        help="client bytes received but not yet handled, over all sessions; past it events are refused "
+        "with an error (env MLX_REALTIME_MAX_INFLIGHT_BYTES; default 64 MiB)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        dest="send_timeout_s",
+        type=float,
+        default=float(_env("SEND_TIMEOUT_S", "10") or 10),
+        help="seconds a send may stay blocked by a client that does not read before its answer is "
+        "cancelled and it is closed with 1008 (env MLX_REALTIME_SEND_TIMEOUT_S; default 10)",
     )
     serve.add_argument(
         "--instructions",
@@ -130,10 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(
-        max(logging.WARNING, logging.getLevelName(args.log_level))
-    )
     if args.command == "make-demo-model":
         from .engine.demo_model import build_demo_model
 
@@ -144,38 +172,60 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import RealtimeServer, ServerConfig
+    from .server import RealtimeServer
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
     try:
         engine, model_name = _remote_engine(args) if args.engine_url else _local_engine(args)
-    except (RuntimeError, TimeoutError) as exc:
+        server = RealtimeServer(_server_config(args, model_name), engine)
+    except (RuntimeError, TimeoutError) as exc:  # the remote engine is unreachable
         log.error("cannot serve: %s", exc)
         return 1
+    except ValueError as exc:  # a bad --allowed-origin or limit, before the model loads
+        log.error("%s", exc)
+        return 2
+    if not args.engine_url:
+        log.info("loading %s", model_name)
+        engine.start()
+    try:
+        asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        pass
+    # Everything is closed and the engine thread joined. Skipping the interpreter's teardown keeps
+    # MLX's native state from being destroyed there, off its thread ("terminate called …", exit 134).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _server_config(args: argparse.Namespace, model_name: str) -> ServerConfig:
+    from .server import ServerConfig
+
     defaults = SessionSettings(
         model=model_name,
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
-    config = ServerConfig(
+    return ServerConfig(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        allowed_origins=tuple(args.allowed_origins),
         max_sessions=args.max_sessions,
+        max_message_bytes=args.max_message_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        send_timeout_s=args.send_timeout_s,
         web_dir=args.web_dir,
         session_defaults=defaults,
         # Streaming prefill needs the model's KV cache in this process.
         streaming_prefill=args.streaming_prefill and not args.engine_url,
     )
-    try:
-        asyncio.run(_run(RealtimeServer(config, engine)))
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 def _local_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The local engine, not yet loaded: the server configuration is checked first."""
     from .engine.loading import resolve_model_path
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
@@ -186,13 +236,11 @@ def _local_engine(args: argparse.Namespace) -> tuple[Engine, str]:
             "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
-    worker = EngineWorker(MlxBackend(model_path))
-    log.info("loading %s", model_path)
-    worker.start()
-    return worker, args.model or "gemma-4-demo"
+    return EngineWorker(MlxBackend(model_path)), args.model or "gemma-4-demo"
 
 
 def _remote_engine(args: argparse.Namespace) -> tuple[Engine, str]:
+    """The remote engine, started: it names the model the sessions report."""
     from .engine.remote import RemoteEngine, RemoteEngineConfig
 
     if args.model:
@@ -213,19 +261,17 @@ async def _run(server: RealtimeServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server.running() as ws_server:
-        host, port = next(iter(ws_server.sockets)).getsockname()[:2]
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        # Scripts and tests wait for this exact line on stdout.
-        print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
-        log.info(
-            "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime",
-            url_host,
-            port,
-            url_host,
-            port,
-        )
-        await stop.wait()
-        log.info("shutting down")
+    port = server.bind()
+    await server.serve()
+    url_host = "127.0.0.1" if server.config.host in ("0.0.0.0", "::") else server.config.host
+    # Scripts and tests wait for this exact line on stdout.
+    print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
+    log.info(
+        "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port
+    )
+    await stop.wait()
+    log.info("shutting down: closing sessions")
+    await server.shutdown()
     # The engine stops while the loop still runs, so no output is sent to a closed loop.
     await asyncio.to_thread(server.engine.stop)
+    log.info("stopped")

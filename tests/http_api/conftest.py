@@ -2,49 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import soundfile
-from aiohttp import web
 
 from realtime.engine.fake_backend import FakeBackend
 from realtime.engine.worker import EngineWorker
-from realtime.http_api.routes import HttpApi
+from realtime.session.settings import SessionSettings
+from tests.conftest import serve_engine_in_thread
 
 TIMEOUT_S = 60
 
 
 @contextmanager
-def serve_http_api(engine, model: str = "gemma-4-test", **options) -> Iterator[str]:
-    """`engine` (started here, stopped after) behind the HTTP API; yields "http://127.0.0.1:PORT"."""
-    engine.start(timeout_s=300)
-    app = web.Application(client_max_size=64 * 1024 * 1024)
-    app.add_routes(HttpApi(engine, model, **options).routes())
-    runner = web.AppRunner(app)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-
-    async def start() -> str:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    try:
-        yield asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT_S)
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(TIMEOUT_S)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(TIMEOUT_S)
-        engine.stop()
+def serve_http_api(engine, model: str = "gemma-4-test", **config) -> Iterator[str]:
+    """The real server in front of `engine` (started here, stopped after); yields "http://127.0.0.1:PORT"."""
+    with serve_engine_in_thread(engine, session_defaults=SessionSettings(model=model), **config) as address:
+        yield f"http://{address}"
 
 
 def tone_16k(duration_s: float, rate_hz: int = 16000) -> np.ndarray:

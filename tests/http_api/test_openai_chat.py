@@ -221,3 +221,17 @@ def test_api_key_is_required_when_set():
         with pytest.raises(openai.AuthenticationError):
             OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
         assert OpenAI(base_url=f"{url}/v1", api_key="sesame").models.list().data[0].id == "gemma-4-test"
+
+
+def test_a_foreign_browser_origin_is_refused(base_url):
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    request = urllib.request.Request(
+        f"{base_url}/v1/chat/completions",
+        data=body,
+        method="POST",
+        headers={"Origin": "https://evil.example"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    assert raised.value.code == 403
+    assert json.loads(raised.value.read())["error"]["code"] == "origin_not_allowed"
