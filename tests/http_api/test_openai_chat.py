@@ -235,3 +235,13 @@ def test_a_foreign_browser_origin_is_refused(base_url):
         urllib.request.urlopen(request, timeout=TIMEOUT_S)
     assert raised.value.code == 403
     assert json.loads(raised.value.read())["error"]["code"] == "origin_not_allowed"
+
+
+def test_a_body_over_the_limit_is_a_413_in_the_api_shape():
+    with serve_http_api(EngineWorker(FakeBackend()), max_message_bytes=4096, max_inflight_bytes=4096) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_S)
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": [audio_part(1.0)]}]
+            )
+    assert raised.value.status_code == 413 and raised.value.body["code"] == "request_too_large"
