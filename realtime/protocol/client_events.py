@@ -82,9 +82,11 @@ class SessionPatch(Struct):
     audio: AudioSpec | UnsetType = UNSET
     frames: FramesSpec | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
-    # Accepted so clients that always send them are not refused; they have no effect here.
-    tools: list[Any] | UnsetType = UNSET
+    # Checked by the session (session/tools.py), which names the field at fault.
+    tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
+    # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Any | UnsetType = UNSET
     truncation: Any | UnsetType = UNSET
     include: list[str] | None | UnsetType = UNSET
@@ -104,8 +106,9 @@ class ResponseSpec(Struct):
     output_modalities: list[str] | UnsetType = UNSET
     modalities: list[str] | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
-    tools: list[Any] | UnsetType = UNSET
+    tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
+    parallel_tool_calls: bool | UnsetType = UNSET
     audio: Any | UnsetType = UNSET
 
 
