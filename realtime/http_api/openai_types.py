@@ -50,11 +50,49 @@ class UserMessage(Struct, tag_field="role", tag="user"):
     content: str | list[UserContent]
 
 
-class AssistantMessage(Struct, tag_field="role", tag="assistant"):
+class FunctionCallBody(Struct):
+    name: str
+    # JSON text of an object.
+    arguments: str
+
+
+class ToolCallSpec(Struct):
+    id: str
+    function: FunctionCallBody
+    type: str = "function"
+
+
+class AssistantMessage(Struct, tag_field="role", tag="assistant", omit_defaults=True):
     content: str | list[TextContent] | None = None
+    tool_calls: list[ToolCallSpec] | None = None
 
 
-ChatMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage
+class ToolMessage(Struct, tag_field="role", tag="tool"):
+    tool_call_id: str
+    content: str
+
+
+ChatMessage = SystemMessage | DeveloperMessage | UserMessage | AssistantMessage | ToolMessage
+
+
+class FunctionSpec(Struct, omit_defaults=True):
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+
+
+class ToolDeclaration(Struct):
+    function: FunctionSpec
+    type: str = "function"
+
+
+class NamedFunction(Struct):
+    name: str
+
+
+class NamedToolChoice(Struct):
+    function: NamedFunction
+    type: str = "function"
 
 
 class StreamOptions(Struct, omit_defaults=True):
@@ -72,8 +110,9 @@ class ChatRequest(Struct, omit_defaults=True):
     top_p: float | None = None
     seed: int | None = None
     n: int | None = None
-    # Declared so that a request with tools is refused rather than answered without them.
-    tools: list[dict] | None = None
+    tools: list[ToolDeclaration] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
 
 
 # Answers ----------------------------------------------------------------------------------------
@@ -91,9 +130,23 @@ class ChatUsage(Struct):
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
+class FunctionDelta(Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(Struct):
+    """A piece of a streamed call: the id and name come first, the arguments in pieces."""
+
+    index: int = 0
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
 class ChunkDelta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(Struct):

@@ -134,7 +134,11 @@ def one_part(part: dict) -> dict:
             "between",
         ),
         (
-            {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+            },
             "tools",
             "",
         ),

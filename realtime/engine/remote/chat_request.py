@@ -7,7 +7,7 @@ import hashlib
 import io
 import wave
 from collections.abc import Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -16,18 +16,38 @@ from ...http_api.openai_types import (
     AssistantMessage,
     ChatMessage,
     ChatRequest,
+    FunctionCallBody,
+    FunctionSpec,
     ImageUrl,
     ImageUrlContent,
     InputAudio,
     InputAudioContent,
+    NamedFunction,
+    NamedToolChoice,
     StreamOptions,
     SystemMessage,
     TextContent,
+    ToolCallSpec,
+    ToolDeclaration,
+    ToolMessage,
     UserContent,
     UserMessage,
 )
 from ..gemma4.audio_encoder import MAX_CLIP_N_SAMPLES
-from ..port import ENGINE_SAMPLE_RATE_HZ, AudioPart, GenerationRequest, ImagePart, Part, TextPart, Turn
+from ..port import (
+    ENGINE_SAMPLE_RATE_HZ,
+    AudioPart,
+    GenerationRequest,
+    ImagePart,
+    NamedTool,
+    Part,
+    TextPart,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+    ToolSpec,
+    Turn,
+)
 
 JPEG_QUALITY = 90
 
@@ -54,7 +74,9 @@ def build_chat_request(
     messages: list[ChatMessage] = []
     if request.instructions:
         messages.append(SystemMessage(content=request.instructions))
-    messages += [builder.message(turn) for turn in request.turns]
+    for turn in request.turns:
+        messages += builder.messages(turn)
+    tools = [_declaration(tool) for tool in request.declared_tools]
     body = ChatRequest(
         model=model,
         messages=messages,
@@ -64,6 +86,9 @@ def build_chat_request(
         temperature=request.sampling.temperature,
         top_p=request.sampling.top_p,
         seed=request.sampling.seed,
+        tools=tools or None,
+        tool_choice=_tool_choice(request.tool_choice) if tools else None,
+        parallel_tool_calls=None if not tools or request.parallel_tool_calls else False,
     )
     return ChatRequestPlan(body, frozenset(builder.sent), builder.omitted)
 
@@ -75,17 +100,14 @@ class _MessageBuilder:
         self.sent: set[str] = set()
         self.omitted = False
 
-    def message(self, turn: Turn) -> ChatMessage:
+    def messages(self, turn: Turn) -> list[ChatMessage]:
         if turn.role == "user":
-            return UserMessage(content=[content for part in turn.parts for content in self._contents(part)])
-        if turn.role not in ("assistant", "system"):
-            raise UnsupportedContent(f"the remote engine cannot send {turn.role!r} turns yet")
-        if any(not isinstance(part, TextPart) for part in turn.parts):
-            raise UnsupportedContent(f"the remote engine sends only text in {turn.role} turns")
-        text = "".join(part.text for part in turn.parts if isinstance(part, TextPart))
+            return [UserMessage(content=[content for part in turn.parts for content in self._contents(part)])]
+        if turn.role == "tool":
+            return [ToolMessage(tool_call_id=part.call_id, content=part.output) for part in _results(turn)]
         if turn.role == "assistant":
-            return AssistantMessage(content=text)
-        return SystemMessage(content=text)
+            return [_assistant_message(turn)]
+        return [SystemMessage(content=_text_of(turn))]
 
     def _contents(self, part: Part) -> list[UserContent]:
         if isinstance(part, TextPart):
@@ -142,3 +164,32 @@ def media_id_of(part: AudioPart | ImagePart) -> str:
     digest.update(f"{image.width}x{image.height}".encode())
     digest.update(image.tobytes())
     return "image-" + digest.hexdigest()
+
+
+def _text_of(turn: Turn) -> str:
+    if any(not isinstance(part, TextPart) for part in turn.parts):
+        raise UnsupportedContent(f"the remote engine sends only text in {turn.role} turns")
+    return "".join(part.text for part in turn.parts if isinstance(part, TextPart))
+
+
+def _assistant_message(turn: Turn) -> AssistantMessage:
+    calls = [part for part in turn.parts if isinstance(part, ToolCallPart)]
+    text = _text_of(replace(turn, parts=tuple(p for p in turn.parts if not isinstance(p, ToolCallPart))))
+    if not calls:
+        return AssistantMessage(content=text)
+    tool_calls = [ToolCallSpec(call.call_id, FunctionCallBody(call.name, call.arguments)) for call in calls]
+    return AssistantMessage(content=text or None, tool_calls=tool_calls)
+
+
+def _results(turn: Turn) -> list[ToolResultPart]:
+    if any(not isinstance(part, ToolResultPart) for part in turn.parts):
+        raise UnsupportedContent("the remote engine sends only tool results in tool turns")
+    return [part for part in turn.parts if isinstance(part, ToolResultPart)]
+
+
+def _declaration(tool: ToolSpec) -> ToolDeclaration:
+    return ToolDeclaration(FunctionSpec(tool.name, tool.description or None, tool.parameters))
+
+
+def _tool_choice(choice: ToolChoice) -> str | NamedToolChoice:
+    return NamedToolChoice(NamedFunction(choice.name)) if isinstance(choice, NamedTool) else choice

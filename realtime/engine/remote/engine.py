@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 
-from ...http_api.openai_types import ChatChunk, ChatUsage, ErrorBody, ModelList
+from ...http_api.openai_types import ChatChunk, ChatUsage, ErrorBody, ModelList, ToolCallDelta
 from ...http_api.sse import SseDecoder
 from ..port import (
     CancelGeneration,
@@ -24,13 +24,14 @@ from ..port import (
     StartGeneration,
     StopReason,
     TextDelta,
+    ToolCall,
     Usage,
 )
 from .chat_request import ChatRequestPlan, UnsupportedContent, build_chat_request
 
 log = logging.getLogger(__name__)
 
-# Finish reasons a chat-completions engine may report; anything else ends the turn normally.
+# Finish reasons a chat-completions engine may report; anything else (tool_calls too) ends the turn.
 _STOP_REASONS: dict[str, StopReason] = {"stop": "end_of_turn", "length": "max_tokens"}
 # Statuses with which an engine that lost a media id rejects a request that names it without data.
 _MEDIA_MISS_STATUSES = {400, 404, 422}
@@ -64,10 +65,34 @@ class _Generation:
 
 
 @dataclass
+class _PendingCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass
 class _StreamResult:
     finish_reason: str | None = None
     usage: ChatUsage | None = None
     finished: bool = False
+    # Streamed calls by their index, complete once the stream has ended.
+    calls: dict[int, _PendingCall] = field(default_factory=dict)
+
+    def take_call_piece(self, piece: ToolCallDelta) -> None:
+        call = self.calls.setdefault(piece.index, _PendingCall())
+        call.call_id = piece.id or call.call_id
+        if piece.function is not None:
+            call.name = piece.function.name or call.name
+            call.arguments += piece.function.arguments or ""
+
+    def tool_calls(self, response_id: str) -> list[ToolCall]:
+        return [
+            ToolCall(
+                response_id, call.call_id or f"call_{response_id}_{index}", call.name, call.arguments or "{}"
+            )
+            for index, call in sorted(self.calls.items())
+        ]
 
 
 class RemoteEngine:
@@ -182,6 +207,8 @@ class RemoteEngine:
         response_id = generation.request.response_id
         try:
             result = await self._stream(generation)
+            for call in result.tool_calls(response_id):
+                self._deliver(generation.sink, call)
             done = _finished(response_id, result, generation.output_chunks)
         except asyncio.CancelledError:
             done = GenerationDone(response_id, "cancelled", Usage(output_tokens=generation.output_chunks))
@@ -267,6 +294,8 @@ class RemoteEngine:
             raise EngineFailure(f"the engine streamed something that is not a chat chunk: {error}") from None
         result.usage = chunk.usage or result.usage
         for choice in chunk.choices:
+            for piece in choice.delta.tool_calls or ():
+                result.take_call_piece(piece)
             text = choice.delta.content
             if text:
                 generation.output_chunks += 1

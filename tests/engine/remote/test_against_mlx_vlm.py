@@ -7,7 +7,16 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import ensure_demo_model
-from realtime.engine.port import AudioPart, ImagePart, TextDelta, TextPart, Turn
+from realtime.engine.port import (
+    AudioPart,
+    ImagePart,
+    TextDelta,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+    Turn,
+)
 from tests.engine.remote.test_engine import engine_for, run, text_request
 from tests.upstream import mlx_vlm_server
 
@@ -54,6 +63,19 @@ def test_conversation_with_a_previous_answer(engine):
     )
     done = run(engine, text_request(turns=turns, max_output_tokens=3))[-1]
     assert done.stop_reason in ("max_tokens", "end_of_turn") and done.error_message is None
+
+
+def test_tools_and_tool_rounds_are_accepted(engine):
+    weather = ToolSpec(
+        "get_weather", "Weather for a city.", {"type": "object", "properties": {"city": {"type": "string"}}}
+    )
+    turns = (
+        Turn("user", (TextPart("Weather in Paris?"),), "i1"),
+        Turn("assistant", (ToolCallPart("call_1", "get_weather", '{"city": "Paris"}'),), "i2"),
+        Turn("tool", (ToolResultPart("call_1", "get_weather", "sunny"),), "i3"),
+    )
+    done = run(engine, text_request(turns=turns, tools=(weather,), max_output_tokens=3))[-1]
+    assert done.error_message is None and done.usage.input_tokens > 10
 
 
 def test_an_engine_error_fails_only_that_response(engine):

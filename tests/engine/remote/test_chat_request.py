@@ -1,5 +1,6 @@
 import base64
 import io
+from dataclasses import replace
 
 import msgspec
 import numpy as np
@@ -7,7 +8,18 @@ import pytest
 import soundfile
 from PIL import Image
 
-from realtime.engine.port import AudioPart, GenerationRequest, ImagePart, SamplingSettings, TextPart, Turn
+from realtime.engine.port import (
+    AudioPart,
+    GenerationRequest,
+    ImagePart,
+    NamedTool,
+    SamplingSettings,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+    Turn,
+)
 from realtime.engine.remote.chat_request import UnsupportedContent, build_chat_request, media_id_of
 
 
@@ -109,3 +121,44 @@ def test_parts_without_a_chat_shape_are_refused_clearly():
     image = ImagePart(Image.new("RGB", (8, 8)), key="k")
     with pytest.raises(UnsupportedContent, match="only text in assistant turns"):
         build_chat_request(request(Turn("assistant", (image,), "i")), "m", media_ids=False)
+
+
+def test_tools_calls_and_results_take_openai_shapes():
+    weather = ToolSpec(
+        "get_weather", "Weather for a city.", {"type": "object", "properties": {"city": {"type": "string"}}}
+    )
+    turns = (
+        Turn("user", (TextPart("Weather in Paris?"),), "i1"),
+        Turn("assistant", (ToolCallPart("call_1", "get_weather", '{"city":"Paris"}'),), "i2"),
+        Turn("tool", (ToolResultPart("call_1", "get_weather", "sunny"),), "i3"),
+    )
+    named = replace(
+        request(*turns), tools=(weather,), tool_choice=NamedTool("get_weather"), parallel_tool_calls=False
+    )
+    body = wire(build_chat_request(named, "m", media_ids=False))
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city.",
+                "parameters": weather.parameters,
+            },
+        }
+    ]
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    assert body["parallel_tool_calls"] is False
+    _, _, call, result = body["messages"]
+    assert call == {
+        "role": "assistant",
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                "type": "function",
+            }
+        ],
+    }
+    assert result == {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    unused = wire(build_chat_request(replace(named, tool_choice="none"), "m", media_ids=False))
+    assert "tools" not in unused and "tool_choice" not in unused

@@ -26,6 +26,7 @@ from realtime.engine.port import (
     StartGeneration,
     TextDelta,
     TextPart,
+    ToolCall,
     Turn,
 )
 from realtime.engine.remote import RemoteEngine, RemoteEngineConfig
@@ -161,6 +162,28 @@ def test_stream_becomes_deltas_then_done_with_usage():
     assert done.stop_reason == "end_of_turn" and done.error_message is None
     assert (done.usage.input_tokens, done.usage.cached_tokens, done.usage.output_tokens) == (30, 12, 2)
     assert upstream.bodies[0]["model"] == "scripted" and upstream.bodies[0]["stream"] is True
+
+
+def test_streamed_tool_calls_become_tool_call_outputs():
+    def call_piece(index, call_id=None, name=None, arguments=None) -> dict:
+        function = {"name": name, "arguments": arguments}
+        delta = {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": function}]}
+        return {"id": "c1", "model": "scripted", "choices": [{"index": 0, "delta": delta}]}
+
+    with scripted_upstream() as upstream, engine_for(upstream.url) as engine:
+        upstream.chunks = [
+            call_piece(0, "call_a", "get_weather", ""),
+            call_piece(0, arguments='{"city":'),
+            call_piece(1, "call_b", "get_time", "{}"),
+            call_piece(0, arguments='"Paris"}'),
+            chunk(finish="tool_calls"),
+        ]
+        outputs = run(engine, text_request())
+    assert outputs[:2] == [
+        ToolCall("resp_1", "call_a", "get_weather", '{"city":"Paris"}'),
+        ToolCall("resp_1", "call_b", "get_time", "{}"),
+    ]
+    assert outputs[2].stop_reason == "end_of_turn" and len(outputs) == 3
 
 
 def test_length_means_max_tokens_and_usage_falls_back_to_chunks():
