@@ -17,6 +17,7 @@ from PIL import Image
 from realtime.engine.demo_model import ensure_demo_model
 from realtime.engine.remote import RemoteEngine, RemoteEngineConfig
 from tests.conftest import serve_engine_in_thread
+from tests.engine.remote.test_engine import scripted_upstream
 from tests.test_end_to_end import (
     TIMEOUT_S,
     _png_uri,
@@ -156,3 +157,43 @@ def test_cli_refuses_an_unreachable_engine_clearly():
     assert result.returncode == 1
     assert "cannot serve: the engine at http://127.0.0.1:9/v1/models is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_tool_call_from_the_engine_reaches_the_client():
+    weather = {
+        "type": "function",
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+    call = {
+        "index": 0,
+        "id": "call_x",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
+    pieces = [call, {"index": 0, "function": {"arguments": '{"city": "Paris"}'}}]
+    with scripted_upstream() as upstream:
+        upstream.chunks = [{"choices": [{"index": 0, "delta": {"tool_calls": [piece]}}]} for piece in pieces]
+        upstream.chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        engine = RemoteEngine(RemoteEngineConfig(base_url=upstream.url))
+        with (
+            serve_engine_in_thread(engine, streaming_prefill=False) as host,
+            sdk_connection(host) as connection,
+        ):
+            start_session(connection, output_modalities=["text"], tools=[weather])
+            connection.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Paris?"}],
+                }
+            )
+            connection.response.create()
+            events = collect(connection)
+    (item,) = events[-1].response.output
+    assert item.type == "function_call" and item.call_id == "call_x" and item.name == "get_weather"
+    assert json.loads(item.arguments) == {"city": "Paris"}
+    assert "response.function_call_arguments.done" in [e.type for e in events]
+    sent = upstream.bodies[-1]
+    assert sent["tools"][0]["function"]["name"] == "get_weather" and sent["tool_choice"] == "auto"
