@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from ..engine.port import GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
+from ..engine.port import GenerationDone, GenerationRequest, Part, TextDelta, TextPart, Turn, Usage
 from ..protocol.errors import ProtocolError
 from ..vision.images import ImageLimits
 from .anthropic_types import (
@@ -30,6 +30,7 @@ from .anthropic_types import (
     TextDeltaBody,
 )
 from .engine_call import (
+    Answer,
     ApiContext,
     checked_max_tokens,
     checked_sampling,
@@ -86,11 +87,13 @@ class AnthropicMessages:
         )
 
     async def _complete(self, request: GenerationRequest) -> web.Response:
-        text, done = await complete(self._context.engine, request)
+        # No tools are declared here (requests with tools are refused), so the answer is text alone.
+        answer = await complete(self._context.engine, request)
+        done = answer.done
         if done.stop_reason == "error":
             return anthropic_error(_failure_message(done), 500, "api_error")
-        answer = self._answer(request, [AnswerText(text)], STOP_REASONS[done.stop_reason], done.usage)
-        return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
+        message = self._answer(request, [AnswerText(answer.text)], STOP_REASONS[done.stop_reason], done.usage)
+        return web.Response(body=msgspec.json.encode(message), content_type="application/json")
 
     async def _stream(self, http: web.Request, request: GenerationRequest) -> web.StreamResponse:
         response = await open_event_stream(http)
@@ -99,8 +102,9 @@ class AnthropicMessages:
             name = msgspec.inspect.type_info(type(event)).tag  # type: ignore[attr-defined]
             await response.write(sse_frame(msgspec.json.encode(event), event=name))
 
-        async def send(text: str) -> None:
-            await emit(ContentBlockDelta(TextDeltaBody(text)))
+        async def send(output: Answer) -> None:
+            if isinstance(output, TextDelta):
+                await emit(ContentBlockDelta(TextDeltaBody(output.text)))
 
         await emit(MessageStart(self._answer(request, [], None, Usage())))
         await emit(ContentBlockStart(AnswerText("")))

@@ -18,6 +18,7 @@ from ..engine.port import (
     SamplingSettings,
     StartGeneration,
     TextDelta,
+    ToolCall,
     Turn,
 )
 from ..protocol.errors import ProtocolError
@@ -85,11 +86,14 @@ def checked_sampling(
     )
 
 
+Answer = TextDelta | ToolCall
+
+
 async def generate(
-    engine: Engine, request: GenerationRequest, on_text: Callable[[str], Awaitable[None]]
+    engine: Engine, request: GenerationRequest, on_output: Callable[[Answer], Awaitable[None]]
 ) -> GenerationDone:
-    """Run the request, awaiting `on_text` for each delta; if the caller goes away (its task is
-    cancelled, or `on_text` raises), the generation is cancelled. The engine session is closed after."""
+    """Run the request, awaiting `on_output` for each delta and call; if the caller goes away (its task
+    is cancelled, or `on_output` raises), the generation is cancelled. The engine session is closed after."""
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[EngineOutput] = asyncio.Queue()
 
@@ -107,23 +111,33 @@ async def generate(
             if isinstance(output, GenerationDone):
                 finished = True
                 return output
-            if isinstance(output, TextDelta):
-                await on_text(output.text)
+            await on_output(output)
     finally:
         if not finished:
             engine.send(CancelGeneration(request.response_id), sink)
         engine.send(CloseSession(request.session_id), sink)
 
 
-async def complete(engine: Engine, request: GenerationRequest) -> tuple[str, GenerationDone]:
+@dataclass
+class CompleteAnswer:
+    text: str
+    calls: list[ToolCall]
+    done: GenerationDone
+
+
+async def complete(engine: Engine, request: GenerationRequest) -> CompleteAnswer:
     """The whole answer at once, for a request that does not stream."""
     pieces: list[str] = []
+    calls: list[ToolCall] = []
 
-    async def keep(text: str) -> None:
-        pieces.append(text)
+    async def keep(output: Answer) -> None:
+        if isinstance(output, TextDelta):
+            pieces.append(output.text)
+        else:
+            calls.append(output)
 
     done = await generate(engine, request, keep)
-    return "".join(pieces), done
+    return CompleteAnswer("".join(pieces), calls, done)
 
 
 async def open_event_stream(http: web.Request) -> web.StreamResponse:

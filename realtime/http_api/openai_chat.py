@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import msgspec
 from aiohttp import web
 
-from ..engine.port import GenerationDone, GenerationRequest, Part, TextPart, Turn, Usage
+from ..engine.port import GenerationDone, GenerationRequest, Part, TextDelta, TextPart, Turn, Usage
 from ..protocol.errors import ProtocolError
 from ..vision.images import ImageLimits
 from .engine_call import (
+    Answer,
     ApiContext,
     checked_max_tokens,
     checked_sampling,
@@ -20,6 +22,7 @@ from .engine_call import (
     open_event_stream,
 )
 from .media import audio_format_of, decode_audio_part, decode_image_part
+from .openai_tools import call_delta, call_parts, call_spec, request_tools, result_part
 from .openai_types import (
     AnswerChoice,
     AnswerMessage,
@@ -37,6 +40,7 @@ from .openai_types import (
     InputAudioContent,
     PromptTokensDetails,
     TextContent,
+    ToolMessage,
     UserContent,
     UserMessage,
 )
@@ -64,13 +68,12 @@ class OpenAIChat:
     def _generation_request(self, body: ChatRequest) -> GenerationRequest:
         if body.n not in (None, 1):
             raise ProtocolError("invalid_value", "Only n=1 is supported.", param="n")
-        if body.tools:
-            raise ProtocolError("unsupported_parameter", "Tools are not supported here yet.", param="tools")
         session_id = self._context.ids.new("http")
         instructions, turns = _conversation(body.messages, session_id, self._context.images)
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-        return generation_request(
+        tools, tool_choice = request_tools(body)
+        request = generation_request(
             self._context.ids,
             session_id,
             instructions,
@@ -78,16 +81,22 @@ class OpenAIChat:
             checked_max_tokens(max_tokens, self._context.default_max_output_tokens, param),
             checked_sampling(body.temperature, body.top_p, max_temperature=2.0),
         )
+        parallel = body.parallel_tool_calls is not False
+        return replace(request, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel)
 
     async def _complete(self, request: GenerationRequest) -> web.Response:
-        text, done = await complete(self._context.engine, request)
+        result = await complete(self._context.engine, request)
+        done = result.done
         if done.stop_reason == "error":
             return _engine_failure(done)
+        calls = [call_spec(call) for call in result.calls] or None
+        message = AnswerMessage(result.text if result.text or not calls else None, tool_calls=calls)
+        finish = "tool_calls" if calls else FINISH_REASONS[done.stop_reason]
         answer = ChatCompletion(
             id=_completion_id(request),
             model=self._context.model,
             created=int(time.time()),
-            choices=[AnswerChoice(AnswerMessage(text), FINISH_REASONS[done.stop_reason])],
+            choices=[AnswerChoice(message, finish)],
             usage=chat_usage(done.usage),
         )
         return web.Response(body=msgspec.json.encode(answer), content_type="application/json")
@@ -107,15 +116,23 @@ class OpenAIChat:
             )
             return sse_frame(msgspec.json.encode(chunk))
 
-        async def send(text: str) -> None:
-            await response.write(frame(ChunkDelta(content=text)))
+        n_calls = 0
+
+        async def send(output: Answer) -> None:
+            nonlocal n_calls
+            if isinstance(output, TextDelta):
+                await response.write(frame(ChunkDelta(content=output.text)))
+            else:
+                await response.write(frame(ChunkDelta(tool_calls=[call_delta(output, n_calls)])))
+                n_calls += 1
 
         await response.write(frame(ChunkDelta(role="assistant", content="")))
         done = await generate(self._context.engine, request, send)
         if done.stop_reason == "error":
             await response.write(sse_frame(msgspec.json.encode(_failure_body(done))))
         else:
-            await response.write(frame(ChunkDelta(), FINISH_REASONS[done.stop_reason]))
+            finish = "tool_calls" if n_calls else FINISH_REASONS[done.stop_reason]
+            await response.write(frame(ChunkDelta(), finish))
             if include_usage:
                 await response.write(frame(ChunkDelta(), usage=done.usage))
         await response.write(b"data: [DONE]\n\n")
@@ -128,13 +145,20 @@ def _conversation(
 ) -> tuple[str, list[Turn]]:
     instructions: list[str] = []
     turns: list[Turn] = []
+    names_by_call_id: dict[str, str] = {}
     for index, message in enumerate(messages):
         item_id = f"{session_id}_m{index}"
         if isinstance(message, UserMessage):
             parts = _user_parts(message.content, item_id, f"messages[{index}].content", images)
             turns.append(Turn("user", tuple(parts), item_id))
         elif isinstance(message, AssistantMessage):
-            turns.append(Turn("assistant", (TextPart(_text_of(message.content)),), item_id))
+            calls = call_parts(message.tool_calls)
+            names_by_call_id.update((call.call_id, call.name) for call in calls)
+            text = [TextPart(_text_of(message.content))] if message.content or not calls else []
+            turns.append(Turn("assistant", (*text, *calls), item_id))
+        elif isinstance(message, ToolMessage):
+            result = result_part(message, names_by_call_id, f"messages[{index}]")
+            turns.append(Turn("tool", (result,), item_id))
         else:
             instructions.append(_text_of(message.content))
     return "\n\n".join(instructions), turns

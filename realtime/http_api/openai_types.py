@@ -165,8 +165,9 @@ class ChatChunk(Struct):
 
 
 class AnswerMessage(Struct):
-    content: str
+    content: str | None
     role: str = "assistant"
+    tool_calls: list[ToolCallSpec] | None = None
 
 
 class AnswerChoice(Struct):

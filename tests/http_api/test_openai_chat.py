@@ -12,8 +12,10 @@ import pytest
 from openai import OpenAI
 
 from realtime.engine.fake_backend import FakeBackend
+from realtime.engine.port import GenerationRequest, TextPart, ToolCall, ToolSpec, Turn
 from realtime.engine.worker import EngineWorker
 from tests.conftest import png_data_uri
+from tests.engine.remote.test_engine import engine_for, run
 from tests.http_api.conftest import TIMEOUT_S, audio_b64, serve_http_api, tone_16k
 
 
@@ -108,6 +110,16 @@ def test_models_list(client):
     assert [m.id for m in client.models.list()] == ["gemma-4-test"]
 
 
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+WITH_TOOL = {"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [WEATHER]}
+
+
 def one_part(part: dict) -> dict:
     return {"model": "m", "messages": [{"role": "user", "content": [part]}]}
 
@@ -134,13 +146,19 @@ def one_part(part: dict) -> dict:
             "between",
         ),
         (
-            {
-                "model": "m",
-                "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "function", "function": {"name": "f"}}],
-            },
-            "tools",
-            "",
+            WITH_TOOL | {"tool_choice": {"type": "function", "function": {"name": "g"}}},
+            "tool_choice",
+            "not among",
+        ),
+        (
+            WITH_TOOL | {"messages": [{"role": "tool", "tool_call_id": "c9", "content": "x"}]},
+            "messages[0].tool_call_id",
+            "earlier",
+        ),
+        (
+            WITH_TOOL | {"tools": [{"type": "function", "function": {"name": "bad name"}}]},
+            "tools[0].name",
+            "letters",
         ),
         (
             one_part({"type": "input_audio", "input_audio": {"data": "@@", "format": "wav"}}),
@@ -249,3 +267,43 @@ def test_a_body_over_the_limit_is_a_413_in_the_api_shape():
                 model="m", messages=[{"role": "user", "content": [audio_part(1.0)]}]
             )
     assert raised.value.status_code == 413 and raised.value.body["code"] == "request_too_large"
+
+
+def test_tools_calls_and_results():
+    calling = FakeBackend(
+        calls=lambda request: [("get_weather", '{"city": "Paris"}')] if request.tools else []
+    )
+    with serve_http_api(RecordingWorker(calling)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=TIMEOUT_S)
+        messages = [{"role": "user", "content": "Weather in Paris?"}]
+        answer = client.chat.completions.create(model="m", messages=messages, tools=[WEATHER])
+        (call,) = answer.choices[0].message.tool_calls
+        assert answer.choices[0].finish_reason == "tool_calls"
+        assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+        chunks = list(
+            client.chat.completions.create(model="m", messages=messages, tools=[WEATHER], stream=True)
+        )
+        (streamed,) = [d for c in chunks if c.choices for d in c.choices[0].delta.tool_calls or []]
+        assert streamed.function.name == "get_weather" and streamed.id
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+        follow_up = [
+            *messages,
+            {"role": "assistant", "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+        ]
+        client.chat.completions.create(model="m", messages=follow_up, tool_choice="none", tools=[WEATHER])
+    last = calling.requests[-1]
+    assert [t.role for t in last.turns] == ["user", "assistant", "tool"] and last.tool_choice == "none"
+    assert last.turns[2].parts[0].output == "sunny" and last.turns[2].parts[0].name == "get_weather"
+
+
+def test_our_remote_engine_gets_tool_calls_from_our_endpoint():
+    calling = FakeBackend(calls=lambda request: [("get_weather", '{"city": "Oslo"}')])
+    spec = ToolSpec("get_weather", "", WEATHER["function"]["parameters"])
+    turns = (Turn("user", (TextPart("Oslo?"),), "i1"),)
+    request = GenerationRequest("s", "resp_1", "o", "", turns, tools=(spec,))
+    with serve_http_api(EngineWorker(calling)) as url, engine_for(f"{url}/v1") as engine:
+        outputs = run(engine, request)
+    calls = [o for o in outputs if isinstance(o, ToolCall)]
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"city": "Oslo"})]
+    assert outputs[-1].stop_reason == "end_of_turn" and calling.requests[-1].tools[0].name == "get_weather"
