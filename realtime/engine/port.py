@@ -229,6 +229,9 @@ class EngineHealth:
     alive: bool
     model: str = ""
     detail: str | None = None
+    # Load, for /metrics: work items queued or running, and sequences advanced per step right now.
+    queue_depth: int = 0
+    batch_size: int = 0
 
 
 class Engine(Protocol):

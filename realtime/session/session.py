@@ -205,6 +205,11 @@ class Session:
         self._events, self._commands = [], []
         return events, commands
 
+    @property
+    def audio_received_ms(self) -> int:
+        """Client audio decoded so far, on the session's sample clock (read by the transport's metrics)."""
+        return samples_to_ms(self._audio.end_sample)
+
     # Session ------------------------------------------------------------------------------------
 
     def _on_session_update(self, event: ce.SessionUpdate) -> None:
