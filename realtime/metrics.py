@@ -101,7 +101,11 @@ class SessionMetrics:
             self._first_delta(event.response_id, now)
         elif isinstance(event, se.ResponseDone):
             self._response_done(event.response, now)
-        elif isinstance(event, se.ConversationItemAdded) and event.item.role == "user":
+        elif (
+            isinstance(event, se.ConversationItemAdded)
+            and isinstance(event.item, se.MessageItemOut)
+            and event.item.role == "user"
+        ):
             spoken = any(part.type == "input_audio" for part in event.item.content)
             server.turns.labels(kind="audio" if spoken else "text").inc()
         elif isinstance(event, se.Error):
