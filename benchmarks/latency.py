@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,18 +153,22 @@ def _chunk_n_bytes(chunk_ms: int) -> int:
 async def served(system: System) -> AsyncIterator[str]:
     """The system's server (behind its upstream engine, if it has one); yields the server's base URL."""
     if not system.upstream_argv:
-        async with served_process(system.name, system.argv, system.ready) as url:
+        async with served_process(system.argv, system.ready, system.name) as (url, _):
             yield url
         return
-    async with served_process(f"{system.name} upstream", system.upstream_argv, UVICORN_READY) as upstream:
+    upstream_name = f"{system.name} upstream"
+    async with served_process(list(system.upstream_argv), UVICORN_READY, upstream_name) as (upstream, _):
         argv = [*system.argv, "--engine-url", upstream + "/v1"]
-        async with served_process(system.name, argv, system.ready) as url:
+        async with served_process(argv, system.ready, system.name) as (url, _):
             yield url
 
 
 @asynccontextmanager
-async def served_process(name: str, argv: Sequence[str], ready: re.Pattern[str]) -> AsyncIterator[str]:
-    """Starts a server, yields its base URL once it says it listens, and always ends the process."""
+async def served_process(
+    argv: list[str], ready: re.Pattern[str], name: str
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """Starts a server, yields its base URL once it says it listens (and the process, to watch its
+    memory), and always ends the process."""
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -185,7 +189,7 @@ async def served_process(name: str, argv: Sequence[str], ready: re.Pattern[str])
 
     reader = asyncio.create_task(drain())
     try:
-        yield await asyncio.wait_for(url, READY_TIMEOUT_S)
+        yield await asyncio.wait_for(url, READY_TIMEOUT_S), process
     finally:
         if process.returncode is None:
             process.terminate()

@@ -210,6 +210,13 @@ def _add_model_arguments(serve: argparse.ArgumentParser) -> None:
         help="encode each spoken turn only after it is committed, instead of while it is spoken "
         "(env MLX_REALTIME_STREAMING_PREFILL=0); the baseline for benchmarks/latency.py",
     )
+    serve.add_argument(
+        "--context-tokens",
+        type=int_in_range(64, 1 << 24),
+        default=_env("CONTEXT_TOKENS"),
+        help="tokens one session's prompt and answer may hold, at most the model's context; sessions "
+        "truncate their conversations to fit (env MLX_REALTIME_CONTEXT_TOKENS; default: the model's)",
+    )
 
 
 def _add_engine_arguments(serve: argparse.ArgumentParser) -> None:
@@ -356,7 +363,7 @@ def _local_server(
             "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
-    worker = EngineWorker(MlxBackend(model_path))
+    worker = EngineWorker(MlxBackend(model_path, context_tokens=args.context_tokens))
     model_name = args.model or "gemma-4-demo"
     server = RealtimeServer(_server_config(args, model_name, is_demo, ssl_context, listener), worker)
     start_engine(worker, model_path)

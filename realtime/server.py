@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -231,11 +232,14 @@ class RealtimeServer:
         return None
 
     async def _run_session(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        limits = self.config.limits
+        if limits.context_tokens is None:
+            limits = dataclasses.replace(limits, context_tokens=self.engine.health().context_tokens)
         session = Session(
             self._ids.new("sess"),
             self.config.session_defaults,
             ids=self._ids,
-            limits=self.config.limits,
+            limits=limits,
             stream_turns=self.config.streaming_prefill,
         )
         flow = FlowLimits(

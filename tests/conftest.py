@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import os
@@ -41,13 +42,19 @@ def require_tool(name: str) -> str:
     return path
 
 
-def strict_server_event(wire: str | dict):
-    """Parse a server event with the openai SDK's own models, strictly, as pipecat and the Agents SDK do."""
+@functools.cache
+def _server_event_adapter():
+    # Building the adapter for the SDK's union takes ~0.1 s: once per test run, not once per event.
     from openai.types.realtime import RealtimeServerEvent
     from pydantic import TypeAdapter
 
+    return TypeAdapter(RealtimeServerEvent)
+
+
+def strict_server_event(wire: str | dict):
+    """Parse a server event with the openai SDK's own models, strictly, as pipecat and the Agents SDK do."""
     data = json.loads(wire) if isinstance(wire, str) else wire
-    return TypeAdapter(RealtimeServerEvent).validate_python(data, strict=False)
+    return _server_event_adapter().validate_python(data, strict=False)
 
 
 def png_data_uri(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> str:

@@ -40,6 +40,8 @@ class Backend(Protocol):
     """A model behind the engine thread. Every method is called on that one thread only."""
 
     name: str
+    # Tokens a prompt and its answer may hold together; set by load() at the latest (None: unknown).
+    context_tokens: int | None
 
     def load(self) -> None:
         """Load weights and warm up every modality once."""
@@ -135,6 +137,8 @@ class EngineWorker:
             detail=detail,
             queue_depth=self._queue_depth,
             batch_size=self._batch_size,
+            # A backend that does not report its context leaves it unknown: sessions then never truncate.
+            context_tokens=getattr(self.backend, "context_tokens", None),
         )
 
     @property

@@ -82,13 +82,14 @@ class SessionPatch(Struct):
     audio: AudioSpec | UnsetType = UNSET
     frames: FramesSpec | UnsetType = UNSET
     temperature: float | UnsetType = UNSET
+    # "auto", "disabled" or {"type": "retention_ratio", ...}: checked by session.truncation.
+    truncation: Any | UnsetType = UNSET
     # Checked by the session (session/tools.py), which names the field at fault.
     tools: Any | UnsetType = UNSET
     tool_choice: Any | UnsetType = UNSET
     parallel_tool_calls: bool | UnsetType = UNSET
     # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Any | UnsetType = UNSET
-    truncation: Any | UnsetType = UNSET
     include: list[str] | None | UnsetType = UNSET
     # Beta aliases of GA fields.
     modalities: list[str] | UnsetType = UNSET
@@ -121,7 +122,8 @@ class SessionUpdate(_Event, tag="session.update"):
 
 
 class InputAudioBufferAppend(_Event, tag="input_audio_buffer.append"):
-    audio: str
+    # Decoded from base64 by msgspec straight out of the message: no str copy of a chunk is ever made.
+    audio: bytes
 
 
 class InputAudioBufferCommit(_Event, tag="input_audio_buffer.commit"):
