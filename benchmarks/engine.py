@@ -288,7 +288,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, help="a Gemma 4 directory (default: the tiny demo model)")
     args = parser.parse_args()
-    path = args.model or ensure_demo_model()
+    # Decode rates need answers that run to the token cap; the default demo model ends its turns.
+    path = args.model or ensure_demo_model(ends_turns=False)
     loaded = load_model(path, is_demo=args.model is None)
     backend = MlxBackend(loaded)
     load_start = time.perf_counter()

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from .engine.demo_shapes import SHAPES
 from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 from .startup import StartupError, bind_listener, one_line, resolve_model, start_engine, tls_context
 from .web_files import default_web_dir
@@ -103,6 +104,12 @@ def build_parser() -> _Parser:
     demo = commands.add_parser("make-demo-model", help="write the tiny random-weight Gemma 4 demo model")
     demo.add_argument("directory", type=Path)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="tiny",
+        help="tiny (the demo model), or Gemma 4 E2B / E4B sizes with random weights, for benchmarks",
+    )
     # SUPPRESS: given after the subcommand it overrides the top-level value; absent, it leaves it alone.
     for subcommand in (commands.choices["serve"], demo):
         _add_log_level(subcommand, argparse.SUPPRESS)
@@ -320,8 +327,11 @@ def _make_demo_model(args: argparse.Namespace) -> int:
     from .engine.demo_model import build_demo_model
 
     started = time.monotonic()
-    print(f"building the demo model in {args.directory} (a few seconds)", flush=True)
-    path = build_demo_model(args.directory, seed=args.seed)
+    duration = "a few seconds" if args.shape == "tiny" else f"{args.shape}: gigabytes, minutes"
+    print(f"building the demo model in {args.directory} ({duration})", flush=True)
+    path = build_demo_model(
+        args.directory, seed=args.seed, shape=args.shape, progress=lambda line: print(line, flush=True)
+    )
     print(f"wrote the demo model to {path} in {time.monotonic() - started:.1f} s", flush=True)
     return 0
 

@@ -101,11 +101,7 @@ class SessionMetrics:
             self._first_delta(event.response_id, now)
         elif isinstance(event, se.ResponseDone):
             self._response_done(event.response, now)
-        elif (
-            isinstance(event, se.ConversationItemAdded)
-            and isinstance(event.item, se.MessageItemOut)
-            and event.item.role == "user"
-        ):
+        elif isinstance(event, se.ConversationItemAdded) and _is_user_message(event.item):
             spoken = any(part.type == "input_audio" for part in event.item.content)
             server.turns.labels(kind="audio" if spoken else "text").inc()
         elif isinstance(event, se.Error):
@@ -150,3 +146,8 @@ class _EngineLoad(Collector):
         yield GaugeMetricFamily(
             "mlx_realtime_engine_alive", "1 while the engine can serve", value=1 if health.alive else 0
         )
+
+
+def _is_user_message(item: se.ItemOut) -> bool:
+    # Function calls and their outputs are items too, without a role.
+    return isinstance(item, se.MessageItemOut) and item.role == "user"

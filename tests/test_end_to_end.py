@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -71,13 +72,16 @@ def sdk_connection(host: str):
 
 def collect(connection, until: str = "response.done") -> list:
     """Every event until `until`, each checked strictly against the SDK's models first."""
-    events = []
-    while True:
+    return collect_while(connection, lambda events: not events or events[-1].type != until)
+
+
+def collect_while(connection, waiting: Callable[[list], bool]) -> list:
+    events: list = []
+    while waiting(events):
         raw = connection.recv_bytes()
         strict_server_event(raw.decode())
         events.append(connection.parse_event(raw))
-        if events[-1].type == until:
-            return events
+    return events
 
 
 def text_of(events) -> str:
@@ -257,3 +261,55 @@ def test_bad_images_are_error_events_over_the_wire(host, image_url, code):
         assert json.loads(ws.recv(TIMEOUT_S))["error"]["code"] == code
         ws.send(json.dumps({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "still here"}]}}))
         assert json.loads(ws.recv(TIMEOUT_S))["type"] == "conversation.item.added"
+
+
+def test_sdk_spoken_turn_is_transcribed_by_the_model(host, speech_24k, monkeypatch):
+    from realtime.engine.gemma4.media import MediaEncoder
+
+    one_shot_encodes = []
+    original = MediaEncoder._embed_audio
+    monkeypatch.setattr(
+        MediaEncoder,
+        "_embed_audio",
+        lambda self, part: one_shot_encodes.append(part.key) or original(self, part),
+    )
+    silence = np.zeros(24000, dtype=np.int16)
+    with sdk_connection(host) as connection:
+        connection.recv()
+        transcription = {"model": "gpt-4o-transcribe", "language": "en"}
+        connection.session.update(
+            session={"type": "realtime", "audio": {"input": {"transcription": transcription}}}
+        )
+        updated = connection.recv()
+        assert updated.session.audio.input.transcription.model == "gpt-4o-transcribe"
+        send_speech(connection, np.concatenate([silence[:12000], speech_24k, silence]))
+        events = collect(connection, until="input_audio_buffer.committed")
+        user_id = events[-1].item_id
+
+        def waiting(more: list) -> bool:
+            # The answer and the transcription run side by side: wait for the end of both.
+            seen = events + more
+            user_done = any(e.type == "conversation.item.done" and e.item.id == user_id for e in seen)
+            return not (user_done and any(e.type == "response.done" for e in seen))
+
+        events += collect_while(connection, waiting)
+        connection.conversation.item.retrieve(item_id=user_id)
+        retrieved = collect(connection, until="conversation.item.retrieved")[-1]
+    types = [e.type for e in events]
+    completed = next(
+        e for e in events if e.type == "conversation.item.input_audio_transcription.completed"
+    )
+    deltas = [e for e in events if e.type == "conversation.item.input_audio_transcription.delta"]
+    assert completed.item_id == user_id and completed.content_index == 0
+    assert completed.transcript and completed.transcript == "".join(d.delta for d in deltas).strip()
+    assert completed.usage.input_token_details.audio_tokens > 0
+    # The answer was not held back: its first delta came before the transcription's.
+    assert types.index("response.output_text.delta") < types.index(deltas[0].type)
+    # The user item is done once its transcript is in, and carries it.
+    user_done = next(e for e in events if e.type == "conversation.item.done" and e.item.id == user_id)
+    assert types.index("conversation.item.input_audio_transcription.completed") < events.index(user_done)
+    assert user_done.item.content[0].transcript == completed.transcript
+    assert retrieved.item.content[0].transcript == completed.transcript
+    assert next(e for e in events if e.type == "response.done").response.status == "completed"
+    # The turn was encoded while it was spoken (streaming prefill); the transcription reused it.
+    assert one_shot_encodes == []

@@ -58,6 +58,12 @@ const handlers = {
   },
   "conversation.item.added": ({ item }) => transcript.upsertItem(item),
   "conversation.item.done": ({ item }) => transcript.upsertItem(item),
+  "conversation.item.input_audio_transcription.delta": ({ item_id, delta }) =>
+    transcript.appendTranscript(item_id, delta),
+  "conversation.item.input_audio_transcription.completed": ({ item_id, transcript: text }) =>
+    transcript.setTranscript(item_id, text),
+  "conversation.item.input_audio_transcription.failed": ({ item_id, error }) =>
+    transcript.transcriptionFailed(item_id, error?.message),
   "response.created": ({ response }) => {
     setActiveResponse(response.id);
     clock.responseCreated(response.id);

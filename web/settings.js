@@ -10,6 +10,7 @@ const DEFAULTS = {
   silenceDurationMs: 500,
   frameRateFps: 1,
   maxOutputTokens: "",
+  transcribe: "on",
   apiKey: "",
 };
 const NUMERIC = new Set(["vadThreshold", "silenceDurationMs", "frameRateFps"]);
@@ -68,6 +69,8 @@ export function sessionUpdate(settings, serverDefaults) {
         input: {
           format: { type: "audio/pcm", rate: SESSION_RATE_HZ },
           turn_detection: turnDetection,
+          // The loaded model transcribes each spoken turn; the model name is only echoed.
+          transcription: settings.transcribe === "off" ? null : { model: "gemma-4" },
         },
       },
       // Extension: attach the newest camera frame to each user turn.

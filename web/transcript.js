@@ -39,6 +39,31 @@ export class Transcript {
     if (entry) this.keepScrolled(() => (entry.text.textContent = text.trimStart()));
   }
 
+  // The user's words, as the model transcribes them, replace the spoken turn's placeholder.
+  appendTranscript(itemId, delta) {
+    const voice = this.voiceOf(itemId);
+    if (!voice) return;
+    const before = voice.dataset.transcribed ? voice.textContent : "";
+    this.keepScrolled(() => (voice.textContent = (before + delta).trimStart()));
+    voice.dataset.transcribed = "true";
+  }
+
+  setTranscript(itemId, text) {
+    const voice = this.voiceOf(itemId);
+    if (!voice) return;
+    this.keepScrolled(() => (voice.textContent = text || "(no words heard)"));
+    voice.dataset.transcribed = "true";
+  }
+
+  transcriptionFailed(itemId, message) {
+    const entry = this.entries.get(itemId);
+    if (entry) this.keepScrolled(() => (entry.meta.textContent = `Transcription failed: ${message ?? "unknown error"}`));
+  }
+
+  voiceOf(itemId) {
+    return this.entries.get(itemId)?.body.querySelector(".text.voice") ?? null;
+  }
+
   // Marks each answer of the response with its outcome and the turn's timing summary.
   finishResponse(response, summary) {
     const itemIds = new Set(this.itemsByResponse.get(response.id) ?? []);
@@ -114,7 +139,8 @@ function userParts(content) {
     }
     const paragraph = document.createElement("p");
     paragraph.className = part.type === "input_audio" ? "text voice" : "text";
-    paragraph.textContent = part.type === "input_audio" ? part.transcript ?? "Spoken turn" : part.text ?? "";
+    paragraph.textContent = part.type === "input_audio" ? part.transcript || "Spoken turn" : part.text ?? "";
+    if (part.type === "input_audio" && part.transcript) paragraph.dataset.transcribed = "true";
     return paragraph;
   });
 }

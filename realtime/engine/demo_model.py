@@ -6,13 +6,27 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-DEMO_FORMAT_VERSION = 2
+from .demo_shapes import (
+    AUDIO_CHUNKING,
+    REAL_IMAGE_SOFT_TOKENS,
+    SHAPES,
+    VISION_PATCHING,
+    Progress,
+    real_text_config,
+    real_tower_configs,
+    write_random_checkpoint,
+)
+from .demo_turns import end_turns
+
+DEMO_FORMAT_VERSION = 4
 DEMO_MODEL_TYPES = ("gemma4", "gemma4_unified")
 VOCAB_SIZE = 262_144
+RANDOM_WEIGHTS_KEY = "mlx_realtime_random_weights"
 # Smallest of Gemma 4's image budgets (70/140/280/560/1120 soft tokens; real checkpoints default to 280).
 DEMO_IMAGE_SOFT_TOKENS = 70
 AUDIO_MS_PER_TOKEN = 40
@@ -173,9 +187,7 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
             "num_key_value_heads": 2,
             "head_dim": 16,
             "global_head_dim": 16,
-            "patch_size": 16,
-            "pooling_kernel_size": 3,
-            "position_embedding_size": 10_240,
+            **VISION_PATCHING,
             "default_output_length": DEMO_IMAGE_SOFT_TOKENS,
         }
         # The conformer keeps the real chunking (chunk 12, left context 13, right 0) and 128 mel bins.
@@ -184,10 +196,7 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
             "num_hidden_layers": 2,
             "num_attention_heads": 2,
             "subsampling_conv_channels": [8, 4],
-            "conv_kernel_size": 5,
-            "attention_chunk_size": 12,
-            "attention_context_left": 13,
-            "attention_context_right": 0,
+            **AUDIO_CHUNKING,
             "output_proj_dims": 64,
         }
         return {"vision_config": vision, "audio_config": audio}
@@ -212,9 +221,16 @@ def _tower_configs(model_type: str) -> dict[str, Any]:
     return {"vision_config": vision, "audio_config": audio}
 
 
-def model_config(model_type: str) -> dict[str, Any]:
+def model_config(model_type: str, shape: str = "tiny") -> dict[str, Any]:
     if model_type not in DEMO_MODEL_TYPES:
         raise ValueError(f"demo model type must be one of {DEMO_MODEL_TYPES}, got {model_type!r}")
+    if shape not in SHAPES or (shape != "tiny" and model_type != "gemma4"):
+        raise ValueError(f"shape must be one of {SHAPES} (real sizes for gemma4 only), got {shape!r}")
+    if shape != "tiny":
+        text = real_text_config(shape)
+        soft_tokens = {"vision_soft_tokens_per_image": REAL_IMAGE_SOFT_TOKENS}
+        towers = real_tower_configs(text["hidden_size"])
+        return model_config(model_type) | {"text_config": text, **towers, **soft_tokens}
     architecture = (
         "Gemma4ForConditionalGeneration"
         if model_type == "gemma4"
@@ -244,11 +260,14 @@ def model_config(model_type: str) -> dict[str, Any]:
         "audio_ms_per_token": AUDIO_MS_PER_TOKEN,
         "tie_word_embeddings": True,
         "initializer_range": 0.02,
+        # Served from any directory, a checkpoint with this key is announced as random weights.
+        RANDOM_WEIGHTS_KEY: True,
     }
 
 
-def _random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
+def _random_weights(config: dict[str, Any], seed: int, ends_turns: bool) -> dict[str, Any]:
     import mlx.core as mx
+    import numpy as np
     from mlx.utils import tree_flatten
     from mlx_vlm.utils import get_model_and_args, update_module_configs
 
@@ -264,7 +283,10 @@ def _random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
     for name, value in weights.items():
         if name.endswith("depthwise_conv1d.weight"):
             weights[name] = mx.random.normal(value.shape) * 0.5
-    return {name: value.astype(mx.bfloat16) for name, value in sorted(weights.items())}
+    arrays = {name: np.array(value.astype(mx.float32)) for name, value in weights.items()}
+    if ends_turns:
+        end_turns(arrays, config, filler_token_ids())
+    return {name: mx.array(value).astype(mx.bfloat16) for name, value in sorted(arrays.items())}
 
 
 def _word_merges() -> tuple[list[str], list[tuple[str, str]]]:
@@ -291,12 +313,21 @@ def _vocabulary() -> tuple[dict[str, int], list[tuple[str, str]]]:
     vocab |= {f"<unused{n}>": token_id for n, token_id in enumerate(low_free)}
     free_ids = (i for i in range(NEWLINE_TOKEN_ID + 1, VOCAB_SIZE) if i not in reserved)
     vocab |= {piece: next(free_ids) for piece in dict.fromkeys(pieces + word_pieces)}
-    # Fillers are pronounceable words, so a random model's output reads as words, not as "<unused…>".
-    syllables = [c + v for c, v in product(_CONSONANTS, _VOWELS)]
-    words = ("▁" + "".join(parts) for parts in product(syllables, repeat=3))
-    vocab |= dict(zip((word for word in words if word not in vocab), free_ids, strict=False))
+    vocab |= dict(zip((word for word in _filler_words() if word not in vocab), free_ids, strict=False))
     assert len(vocab) == VOCAB_SIZE
     return vocab, merges
+
+
+def _filler_words() -> Iterator[str]:
+    # Fillers are pronounceable words, so a random model's output reads as words, not as "<unused…>".
+    syllables = [c + v for c, v in product(_CONSONANTS, _VOWELS)]
+    return ("▁" + "".join(parts) for parts in product(syllables, repeat=3))
+
+
+def filler_token_ids() -> list[int]:
+    """Ids of the filler words: what the random model says, as opposed to what prompts are made of."""
+    vocab, _ = _vocabulary()
+    return [token_id for word in _filler_words() if (token_id := vocab.get(word)) is not None]
 
 
 def build_tokenizer() -> Any:
@@ -345,12 +376,12 @@ def _tokenizer_config(model_type: str) -> dict[str, Any]:
     }
 
 
-def _processor_config(model_type: str) -> dict[str, Any]:
+def _processor_config(model_type: str, n_image_tokens: int = DEMO_IMAGE_SOFT_TOKENS) -> dict[str, Any]:
     image = {
         "image_processor_type": "Gemma4ImageProcessor",
         "patch_size": 16,
         "pooling_kernel_size": 3,
-        "max_soft_tokens": DEMO_IMAGE_SOFT_TOKENS,
+        "max_soft_tokens": n_image_tokens,
         "do_resize": True,
         "do_rescale": True,
         "rescale_factor": 1 / 255,
@@ -365,7 +396,7 @@ def _processor_config(model_type: str) -> dict[str, Any]:
     return {
         "processor_class": _processor_class(model_type),
         "image_processor": image,
-        "image_seq_length": DEMO_IMAGE_SOFT_TOKENS,
+        "image_seq_length": n_image_tokens,
         "audio_seq_length": MAX_AUDIO_TOKENS,
         "audio_ms_per_token": AUDIO_MS_PER_TOKEN,
     }
@@ -375,19 +406,31 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def build_demo_model(out_dir: Path, seed: int = 0, model_type: str = "gemma4") -> Path:
+def build_demo_model(
+    out_dir: Path,
+    seed: int = 0,
+    model_type: str = "gemma4",
+    ends_turns: bool = True,
+    shape: str = "tiny",
+    progress: Progress | None = None,
+) -> Path:
+    """ends_turns=False keeps the plain random weights, whose answers run to the token cap. Real-size
+    shapes (e2b, e4b) are plain random weights, streamed to bf16 shards without holding them in memory."""
     import mlx.core as mx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = model_config(model_type)
+    config = model_config(model_type, shape)
     _write_json(out_dir / "config.json", config)
-    mx.save_safetensors(
-        str(out_dir / "model.safetensors"), _random_weights(config, seed), metadata={"format": "mlx"}
-    )
+    if shape == "tiny":
+        weights = _random_weights(config, seed, ends_turns)
+        mx.save_safetensors(str(out_dir / "model.safetensors"), weights, metadata={"format": "mlx"})
+    else:
+        write_random_checkpoint(out_dir, config, seed, progress or (lambda line: None))
     build_tokenizer().save(str(out_dir / "tokenizer.json"), pretty=False)
     _write_json(out_dir / "tokenizer_config.json", _tokenizer_config(model_type))
-    _write_json(out_dir / "processor_config.json", _processor_config(model_type))
+    n_image_tokens = config["vision_soft_tokens_per_image"]
+    _write_json(out_dir / "processor_config.json", _processor_config(model_type, n_image_tokens))
     (out_dir / "chat_template.jinja").write_text(CHAT_TEMPLATE, encoding="utf-8")
     return out_dir
 
@@ -399,19 +442,21 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "mlx-realtime"
 
 
-def default_demo_dir(model_type: str = "gemma4", seed: int = 0) -> Path:
-    return cache_root() / f"demo-{model_type}-s{seed}-v{DEMO_FORMAT_VERSION}"
+def default_demo_dir(model_type: str = "gemma4", seed: int = 0, ends_turns: bool = True) -> Path:
+    endless = "" if ends_turns else "-endless"
+    return cache_root() / f"demo-{model_type}-s{seed}-v{DEMO_FORMAT_VERSION}{endless}"
 
 
-def ensure_demo_model(model_type: str = "gemma4", seed: int = 0) -> Path:
-    target = default_demo_dir(model_type, seed)
+def ensure_demo_model(model_type: str = "gemma4", seed: int = 0, ends_turns: bool = True) -> Path:
+    """ends_turns=False: the variant whose answers run to the token cap (decode-rate benchmarks)."""
+    target = default_demo_dir(model_type, seed, ends_turns)
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed in one step: a concurrent builder (another test worker) never sees half a model.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        build_demo_model(staging, seed=seed, model_type=model_type)
+        build_demo_model(staging, seed=seed, model_type=model_type, ends_turns=ends_turns)
         os.rename(staging, target)
     except OSError:
         if not (target / "config.json").is_file():

@@ -19,6 +19,7 @@ from .port import (
     TextDelta,
     TextPart,
     ToolCall,
+    TranscriptionRequest,
     Usage,
     context_overflow,
 )
@@ -49,6 +50,11 @@ def no_calls(request: GenerationRequest) -> list[tuple[str, str]]:
     return []
 
 
+def describe_clips(request: TranscriptionRequest) -> str:
+    n_samples = sum(len(clip.samples) for clip in request.clips)
+    return f"speech of {n_samples * 1000 // ENGINE_SAMPLE_RATE_HZ} ms"
+
+
 @dataclass
 class FakeBackend:
     """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart, then the
@@ -56,12 +62,14 @@ class FakeBackend:
 
     reply: Callable[[GenerationRequest], str] = describe_request
     calls: Callable[[GenerationRequest], list[tuple[str, str]]] = no_calls
+    transcript: Callable[[TranscriptionRequest], str] = describe_clips
     name: str = "fake"
     context_tokens: int | None = None
     seconds_per_token: float = 0.0
     # The input usage it reports; a request it cannot hold within context_tokens fails as the MLX one does.
     count_input: Callable[[GenerationRequest], Usage] = count_parts
     requests: list[GenerationRequest] = field(default_factory=list)
+    transcriptions: list[TranscriptionRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)
     # ("begin" | "append" | "abandon", session id, audio key or n samples), in the order received.
     streamed: list[tuple[str, str, object]] = field(default_factory=list)
@@ -96,6 +104,23 @@ class FakeBackend:
             yield step
         reason = "max_tokens" if limit < len(steps) else "end_of_turn"
         yield GenerationDone(request.response_id, reason, replace(usage, output_tokens=n_output))
+
+    def transcribe(
+        self, request: TranscriptionRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput]:
+        """`transcript(request)` word by word, as generate() streams a reply."""
+        self.transcriptions.append(request)
+        words = self.transcript(request).split(" ")
+        usage = Usage(input_audio_tokens=len(request.clips))
+        n_output = 0
+        for i, word in enumerate(words[: request.max_output_tokens]):
+            if should_stop():
+                yield GenerationDone(request.request_id, "cancelled", replace(usage, output_tokens=n_output))
+                return
+            n_output += 1
+            yield TextDelta(request.request_id, word if i == 0 else " " + word)
+        reason = "max_tokens" if request.max_output_tokens < len(words) else "end_of_turn"
+        yield GenerationDone(request.request_id, reason, replace(usage, output_tokens=n_output))
 
     def drop_session(self, session_id: str) -> None:
         self.dropped_sessions.append(session_id)

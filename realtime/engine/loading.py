@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from realtime.engine.demo_model import DEMO_MODEL_TYPES, ensure_demo_model
+from realtime.engine.demo_model import DEMO_MODEL_TYPES, RANDOM_WEIGHTS_KEY, ensure_demo_model
 
 SUPPORTED_MODEL_TYPES = DEMO_MODEL_TYPES
 # What mlx-vlm itself fetches for a repo: weights, configs, tokenizer, chat template.
@@ -37,10 +37,18 @@ def resolve_model_path(spec: str | None) -> tuple[Path, bool]:
         return ensure_demo_model(), True
     local = Path(spec).expanduser()
     if local.is_dir():
-        return local, False
+        return local, _has_random_weights(local)
     if not is_repo_id(spec):
         raise ModelNotFoundError(f"{spec!r} is not a model directory (and not a Hugging Face repo id)")
     return _download(spec), False
+
+
+def _has_random_weights(path: Path) -> bool:
+    """A checkpoint `make-demo-model` wrote (any shape, either variant) is a demo wherever it lives."""
+    try:
+        return bool(json.loads((path / "config.json").read_text()).get(RANDOM_WEIGHTS_KEY))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _download(repo_id: str) -> Path:

@@ -13,6 +13,7 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
+from .audio_rows import AudioRowsCache
 from .conversation_cache import ConversationCache
 from .gemma4.audio_encoder import stream_encoder
 from .gemma4.call_stream import Answer, ParsedCall
@@ -20,9 +21,10 @@ from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.context import context_tokens as model_context_tokens
 from .gemma4.language_model import Prefiller
 from .gemma4.loading import LoadedModel, load_model
-from .gemma4.media import MediaEncoder
+from .gemma4.media import MediaEncoder, MediaPart
 from .gemma4.tokens import TOOL_TOKEN_IDS, token_rules
 from .gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
+from .gemma4.transcription import asr_instruction
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -35,6 +37,7 @@ from .port import (
     TextDelta,
     TextPart,
     ToolCall,
+    TranscriptionRequest,
     Turn,
     Usage,
     context_overflow,
@@ -89,6 +92,7 @@ class MlxBackend:
         # None: the model's own context length, read on load. A smaller value bounds each session's cache.
         self.context_tokens = context_tokens
         self._sessions: dict[str, _Session] = {}
+        self._audio_rows = AudioRowsCache()
         self.loaded: LoadedModel | None = None
 
     def load(self) -> None:
@@ -155,8 +159,27 @@ class MlxBackend:
                 session.replies[request.output_item_id] = answer.reply()
         yield done
 
+    def transcribe(
+        self, request: TranscriptionRequest, should_stop: Callable[[], bool]
+    ) -> Iterator[EngineOutput | None]:
+        """An out-of-band answer to Gemma 4's ASR instruction over the turn's audio, on a scratch cache;
+        clips the session's requests already encoded are not encoded again."""
+        instruction = TextPart(asr_instruction(request.language, request.prompt))
+        turn = Turn("user", (instruction, *request.clips), item_id=request.request_id)
+        generation = GenerationRequest(
+            session_id=request.session_id,
+            response_id=request.request_id,
+            output_item_id=request.request_id,
+            instructions="",
+            turns=(turn,),
+            max_output_tokens=request.max_output_tokens,
+            use_session_cache=False,
+        )
+        yield from self.generate(generation, should_stop)
+
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
+        self._audio_rows.drop_session(session_id)
 
     def begin_audio_turn(self, start: AudioTurnStart) -> Iterator[None]:
         # A turn still open (committed without an answer) is rolled back like any other.
@@ -171,7 +194,8 @@ class MlxBackend:
         )
         with self._streamed_work(session):
             self._reuse_prefix(session.cache, opening)
-            pieces = yield from self._uncached_pieces(opening, len(session.cache), _never)
+            position = len(session.cache)
+            pieces = yield from self._uncached_pieces(start.session_id, opening, position, _never)
             yield from self._prefill_chunks(session.cache, pieces or [], _never)
 
     def append_audio_turn(self, session_id: str, samples: np.ndarray) -> Iterator[None]:
@@ -218,6 +242,7 @@ class MlxBackend:
             return None
         n_cached = len(session.cache)
         rest = stream.finish(part)
+        self._audio_rows.put(request.session_id, part.key, stream.rows())
         n_tokens = self._media.count_tokens(part)
         if stream.n_rows != n_tokens:
             raise ValueError(f"audio {part.key}: {stream.n_rows} streamed rows for {n_tokens} tokens")
@@ -246,7 +271,7 @@ class MlxBackend:
         n_cached = self._reuse_prefix(cache, prompt)
         # A streamed turn's audio counts as cached: it was prefilled before the request, while spoken.
         usage = _input_usage(prompt, n_cached if n_cached_on_arrival is None else n_cached_on_arrival)
-        logits = yield from self._prefill_prompt(prompt, cache, should_stop)
+        logits = yield from self._prefill_prompt(request.session_id, prompt, cache, should_stop)
         reason: StopReason = "cancelled"
         if logits is not None:
             # The answer also ends where the context does.
@@ -265,9 +290,13 @@ class MlxBackend:
         return len(cache)
 
     def _prefill_prompt(
-        self, prompt: Prompt, cache: ConversationCache, should_stop: Callable[[], bool]
+        self,
+        session_id: str,
+        prompt: Prompt,
+        cache: ConversationCache,
+        should_stop: Callable[[], bool],
     ) -> Generator[None, None, mx.array | None]:
-        pieces = yield from self._uncached_pieces(prompt, len(cache), should_stop)
+        pieces = yield from self._uncached_pieces(session_id, prompt, len(cache), should_stop)
         if pieces is None:
             return None
         chunks, image_blocks = self._prompt_chunks(pieces)
@@ -280,7 +309,7 @@ class MlxBackend:
         return logits
 
     def _uncached_pieces(
-        self, prompt: Prompt, position: int, should_stop: Callable[[], bool]
+        self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
     ) -> Generator[None, None, list[Piece] | None]:
         """The prompt from `position` on; each media item it reaches is encoded as one unit of work."""
         pieces: list[Piece] = []
@@ -290,7 +319,7 @@ class MlxBackend:
                 continue
             if should_stop():
                 return None
-            rows = self._media.embed(span.part)
+            rows = self._embedded(session_id, span.part, span.n_tokens)
             yield None
             start = max(span.start, position)
             pieces.append(TokenPiece(prompt.ids[position:start]))
@@ -299,6 +328,15 @@ class MlxBackend:
             position = end
         pieces.append(TokenPiece(prompt.ids[position:]))
         return [p for p in pieces if len(p)]
+
+    def _embedded(self, session_id: str, part: MediaPart, n_tokens: int) -> mx.array:
+        if not isinstance(part, AudioPart):
+            return self._media.embed(part)
+        rows = self._audio_rows.get(session_id, part.key, n_tokens)
+        if rows is None:
+            rows = self._media.embed(part)
+            self._audio_rows.put(session_id, part.key, rows)
+        return rows
 
     def _prompt_chunks(self, pieces: list[Piece]) -> tuple[list[list[Piece]], bool]:
         # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;

@@ -123,6 +123,23 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
+class TranscriptionRequest:
+    """Transcribe a committed user turn's audio with the loaded model, out of band: the conversation
+    and its cache are untouched. Outputs are keyed by `request_id`."""
+
+    session_id: str
+    request_id: str
+    # The clips exactly as the turn's generation requests carry them (same keys), so an engine that
+    # kept their encoder output reuses it instead of encoding the audio again.
+    clips: tuple[AudioPart, ...]
+    # ISO-639-1 code, or None: the language the speech is in.
+    language: str | None = None
+    # Free text that guides spelling and style (names, terms), as OpenAI's transcription prompt.
+    prompt: str | None = None
+    max_output_tokens: int = 448
+
+
+@dataclass(frozen=True)
 class Usage:
     input_text_tokens: int = 0
     input_audio_tokens: int = 0
@@ -194,7 +211,17 @@ class StartGeneration:
 
 
 @dataclass(frozen=True)
+class StartTranscription:
+    """Outputs go to the sink as for a generation: TextDelta then one GenerationDone, whose
+    `response_id` is the transcription's request id."""
+
+    request: TranscriptionRequest
+
+
+@dataclass(frozen=True)
 class CancelGeneration:
+    """Stops a generation or a transcription, named by its response or request id."""
+
     response_id: str
 
 
@@ -226,7 +253,13 @@ class CloseSession:
 
 
 EngineCommand = (
-    StartGeneration | CancelGeneration | BeginAudioTurn | AppendAudioTurn | AbandonAudioTurn | CloseSession
+    StartGeneration
+    | StartTranscription
+    | CancelGeneration
+    | BeginAudioTurn
+    | AppendAudioTurn
+    | AbandonAudioTurn
+    | CloseSession
 )
 OutputSink = Callable[[EngineOutput], None]
 
@@ -254,7 +287,8 @@ class Engine(Protocol):
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
         """Queue one command. Outputs of a StartGeneration go to `sink`: zero or more TextDelta and ToolCall,
-        then exactly one GenerationDone (also on cancellation and on failure)."""
+        then exactly one GenerationDone (also on cancellation and on failure); a StartTranscription's the
+        same, without ToolCall."""
 
     def health(self) -> EngineHealth: ...
 

@@ -57,6 +57,7 @@ class TurnStream:
         self._clip_key = clip_key(start.audio_key, 0)
         self._heard = np.zeros(MAX_CLIP_N_SAMPLES, np.float32)
         self._n_heard = 0
+        self._rows: list[mx.array] = []
 
     @property
     def n_rows(self) -> int:
@@ -95,7 +96,13 @@ class TurnStream:
         rest = self._encoder.push(np.asarray(part.samples[self._n_heard :], np.float32))
         return self._keyed(mx.concatenate([rest, self._encoder.finish()]))
 
+    def rows(self) -> mx.array:
+        """Every row streamed so far: once finished, the clip's whole encoding."""
+        return mx.concatenate(self._rows) if self._rows else mx.zeros((0,), self._dtype)
+
     def _keyed(self, rows: mx.array) -> EmbeddingPiece:
+        rows = rows.astype(self._dtype)
+        self._rows.append(rows)
         first = self.n_rows - rows.shape[0]
         keys = tuple((self._clip_key, i) for i in range(first, self.n_rows))
-        return EmbeddingPiece(keys, rows.astype(self._dtype), "audio")
+        return EmbeddingPiece(keys, rows, "audio")

@@ -26,12 +26,15 @@ from .port import (
     GenerationRequest,
     OutputSink,
     StartGeneration,
+    StartTranscription,
+    TranscriptionRequest,
     Usage,
 )
 
 log = logging.getLogger(__name__)
 
 ShouldStop = Callable[[], bool]
+_TRANSCRIPTION = "transcription"
 # A unit of work that produced nothing to deliver (a prefill chunk, a hidden token) yields None.
 BackendStep = EngineOutput | None
 
@@ -51,6 +54,9 @@ class Backend(Protocol):
         sessions. Yields TextDelta, ToolCall or None, and ends with exactly one GenerationDone; checks
         should_stop() before every unit and then ends with stop_reason "cancelled"."""
 
+    def transcribe(self, request: TranscriptionRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
+        """As generate(), for a transcription of the request's clips; leaves the session's cache alone."""
+
     def drop_session(self, session_id: str) -> None:
         """Free the session's conversation cache."""
 
@@ -68,7 +74,7 @@ class Backend(Protocol):
 
 @dataclass
 class _Job:
-    """One piece of a session's work: a generation, or a step of streaming prefill."""
+    """One piece of a session's work: a generation, a transcription, or a step of streaming prefill."""
 
     session_id: str
     start: Callable[[ShouldStop], Iterator[BackendStep]]
@@ -76,6 +82,13 @@ class _Job:
     response_id: str | None = None
     cancelled: bool = False
     steps: Iterator[BackendStep] | None = None
+    # Transcriptions wait in a lane of their own, taking turns with the session's answer instead of
+    # queueing behind it or ahead of it.
+    lane: str = ""
+
+    @property
+    def queue_key(self) -> str:
+        return f"{self.session_id}\0{self.lane}" if self.lane else self.session_id
 
     def close(self) -> None:
         if self.steps is not None:
@@ -122,9 +135,10 @@ class EngineWorker:
             raise RuntimeError(f"the engine failed to load: {self._load_error}") from self._load_error
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
-        if not self.alive and isinstance(command, StartGeneration):
+        if not self.alive and isinstance(command, StartGeneration | StartTranscription):
             # Fail fast: nothing would ever answer a request queued to a dead thread.
-            sink(GenerationDone(command.request.response_id, "error", Usage(), "the engine is not running"))
+            request_id = _request_id(command)
+            sink(GenerationDone(request_id, "error", Usage(), "the engine is not running"))
             return
         self._commands.put(self._to_job(command, sink))
 
@@ -151,6 +165,10 @@ class EngineWorker:
             request = command.request
             steps = lambda stop: backend.generate(request, stop)  # noqa: E731
             return _Job(request.session_id, steps, sink, request.response_id)
+        if isinstance(command, StartTranscription):
+            transcription = command.request
+            steps = lambda stop: backend.transcribe(transcription, stop)  # noqa: E731
+            return _Job(transcription.session_id, steps, sink, transcription.request_id, lane=_TRANSCRIPTION)
         if isinstance(command, BeginAudioTurn):
             start = command.start
             return _Job(start.session_id, lambda stop: backend.begin_audio_turn(start))
@@ -227,7 +245,7 @@ class EngineWorker:
                 self._queues.clear()
                 return False
             if isinstance(command, _Job):
-                self._queues.setdefault(command.session_id, deque()).append(command)
+                self._queues.setdefault(command.queue_key, deque()).append(command)
             elif isinstance(command, CancelGeneration):
                 for jobs in self._queues.values():
                     for job in jobs:
@@ -238,18 +256,19 @@ class EngineWorker:
 
     def _drop_session(self, session_id: str) -> None:
         # Unfinished work of a closed session is stopped here, not stepped to its end.
-        for job in self._queues.pop(session_id, ()):
-            job.close()
+        for key in (session_id, f"{session_id}\0{_TRANSCRIPTION}"):
+            for job in self._queues.pop(key, ()):
+                job.close()
         self.backend.drop_session(session_id)
 
     def _step_next_session(self) -> None:
-        session_id = next(iter(self._queues))
+        queue_key = next(iter(self._queues))
         # To the back of the rotation, and still queued while it steps, so a dying thread can fail it.
-        jobs = self._queues[session_id] = self._queues.pop(session_id)
+        jobs = self._queues[queue_key] = self._queues.pop(queue_key)
         if not self._step(jobs[0]):
             jobs.popleft()
             if not jobs:
-                del self._queues[session_id]
+                del self._queues[queue_key]
 
     def _step(self, job: _Job) -> bool:
         """Run one unit of the job's work; False once it has finished."""
@@ -280,3 +299,9 @@ class EngineWorker:
             job.sink(output)
         except Exception:  # noqa: BLE001 - one session's transport must not stop the engine
             log.exception("delivering engine output for session %s failed", job.session_id)
+
+
+def _request_id(command: StartGeneration | StartTranscription) -> str:
+    if isinstance(command, StartGeneration):
+        return command.request.response_id
+    return command.request.request_id

@@ -48,10 +48,17 @@ class TurnDetectionSpec(Struct):
     eagerness: str | UnsetType = UNSET
 
 
+class TranscriptionSpec(Struct):
+    # Any model name is accepted: the loaded model transcribes.
+    model: str | None | UnsetType = UNSET
+    language: str | None | UnsetType = UNSET
+    prompt: str | None | UnsetType = UNSET
+
+
 class AudioInputSpec(Struct):
     format: AudioFormatSpec | UnsetType = UNSET
     turn_detection: TurnDetectionSpec | None | UnsetType = UNSET
-    transcription: dict[str, Any] | None | UnsetType = UNSET
+    transcription: TranscriptionSpec | None | UnsetType = UNSET
     noise_reduction: dict[str, Any] | None | UnsetType = UNSET
 
 
@@ -95,6 +102,7 @@ class SessionPatch(Struct):
     modalities: list[str] | UnsetType = UNSET
     input_audio_format: str | UnsetType = UNSET
     turn_detection: TurnDetectionSpec | None | UnsetType = UNSET
+    input_audio_transcription: TranscriptionSpec | None | UnsetType = UNSET
     voice: str | UnsetType = UNSET
 
 

@@ -73,6 +73,25 @@ class UsageOut(Struct, kw_only=True):
     output_token_details: OutputTokenDetails
 
 
+class TranscriptionTokenDetails(Struct, kw_only=True):
+    text_tokens: int
+    audio_tokens: int
+
+
+class TranscriptionUsage(Struct, kw_only=True):
+    type: Literal["tokens"] = "tokens"
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_token_details: TranscriptionTokenDetails
+
+
+class TranscriptionError(Struct, kw_only=True):
+    type: str
+    code: str
+    message: str
+
+
 class StatusDetails(Struct, omit_defaults=True):
     type: str
     reason: str | None = None
@@ -162,6 +181,31 @@ class InputAudioBufferTimeoutTriggered(_ServerEvent, tag="input_audio_buffer.tim
     item_id: str
 
 
+class ConversationItemInputAudioTranscriptionDelta(
+    _ServerEvent, tag="conversation.item.input_audio_transcription.delta"
+):
+    item_id: str
+    content_index: int
+    delta: str
+
+
+class ConversationItemInputAudioTranscriptionCompleted(
+    _ServerEvent, tag="conversation.item.input_audio_transcription.completed"
+):
+    item_id: str
+    content_index: int
+    transcript: str
+    usage: TranscriptionUsage
+
+
+class ConversationItemInputAudioTranscriptionFailed(
+    _ServerEvent, tag="conversation.item.input_audio_transcription.failed"
+):
+    item_id: str
+    content_index: int
+    error: TranscriptionError
+
+
 class ResponseCreated(_ServerEvent, tag="response.created"):
     response: ResponseOut
 
@@ -248,6 +292,9 @@ ServerEvent = (
     | InputAudioBufferSpeechStarted
     | InputAudioBufferSpeechStopped
     | InputAudioBufferTimeoutTriggered
+    | ConversationItemInputAudioTranscriptionDelta
+    | ConversationItemInputAudioTranscriptionCompleted
+    | ConversationItemInputAudioTranscriptionFailed
     | ResponseCreated
     | ResponseDone
     | ResponseOutputItemAdded

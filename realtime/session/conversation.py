@@ -31,6 +31,8 @@ class Content:
     audio: np.ndarray | None = None
     image: DecodedImage | None = None
     detail: str = "auto"
+    # What the user said in input_audio, once transcribed.
+    transcript: str | None = None
 
 
 @dataclass
@@ -72,7 +74,7 @@ def _content_to_wire(
         audio = None
         if audio_format is not None and content.audio is not None:
             audio = encode_base64(encode_for_format(content.audio, audio_format))
-        return InputAudioPartOut(audio=audio)
+        return InputAudioPartOut(audio=audio, transcript=content.transcript)
     if content.type == "input_image":
         assert content.image is not None
         # Echo a thumbnail: the full frame already reached the model and need not cross the wire again.

@@ -76,6 +76,7 @@ from .conversation import ROOT, Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
 from .tools import check_tool_choice, parse_tool_choice, parse_tools
+from .transcription import Transcriber
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Session:
         self._response: Response | None = None
         self._output_after: str | None = ROOT
         self._response_queued = False
+        self._transcriber = Transcriber(session_id, self._ids)
         self._speech_item_id: str | None = None
         self._events: list[se.ServerEvent] = []
         self._commands: list[EngineCommand] = []
@@ -178,6 +180,9 @@ class Session:
         self._emit_error(error)
 
     def receive_engine_output(self, output: EngineOutput) -> None:
+        if self._transcriber.owns(output):
+            self._on_transcription_output(output)
+            return
         response = self._response
         if response is None or output.response_id != response.id:
             return
@@ -204,9 +209,13 @@ class Session:
         """The connection is gone: stop any generation still running for it and free the engine's state."""
         if self._response is not None:
             self._commands.append(CancelGeneration(self._response.id))
+        # Transcriptions not yet sent never will be; those running end with the session.
+        self._transcriber.release()
         self._commands.append(CloseSession(self.id))
 
     def drain(self) -> tuple[list[se.ServerEvent], list[EngineCommand]]:
+        if self._response is None or self._response.outputs:
+            self._commands += self._transcriber.release()
         events, commands = self._events, self._commands
         self._events, self._commands = [], []
         return events, commands
@@ -311,7 +320,11 @@ class Session:
         content = [Content("input_image", image=image) for image in images]
         item = Item(id=item_id, role="user", content=[*content, Content("input_audio", audio=audio)])
         self._emit(se.InputAudioBufferCommitted(previous_item_id=self.conversation.last_id, item_id=item_id))
-        self._add_item(item)
+        transcription = self.settings.transcription
+        # With a transcription coming, the item is done once its transcript is in.
+        self._add_item(item, done=transcription is None)
+        if transcription is not None:
+            self._transcriber.request(item, transcription)
         self._end_stream(abandon=False)
         self._speech_item_id = None
         self._frames.unmark()
@@ -377,11 +390,20 @@ class Session:
         check_call_item(item, list(self.conversation), "item.call_id")
         self._add_item(item, event.previous_item_id)
 
-    def _add_item(self, item: Item, previous_item_id: str | None = None) -> None:
+    def _add_item(self, item: Item, previous_item_id: str | None = None, *, done: bool = True) -> None:
         previous = self.conversation.add(item, previous_item_id)
         wire = item.to_wire()
         self._emit(se.ConversationItemAdded(previous_item_id=previous, item=wire))
-        self._emit(se.ConversationItemDone(previous_item_id=previous, item=wire))
+        if done:
+            self._emit(se.ConversationItemDone(previous_item_id=previous, item=wire))
+
+    def _on_transcription_output(self, output: EngineOutput) -> None:
+        events, finished = self._transcriber.on_output(output)
+        for event in events:
+            self._emit(event)
+        if finished is not None and self.conversation.find(finished.id) is not None:
+            previous = self.conversation.previous_id(finished.id)
+            self._emit(se.ConversationItemDone(previous_item_id=previous, item=finished.to_wire()))
 
     def _on_item_retrieve(self, event: ce.ConversationItemRetrieve) -> None:
         item = self.conversation.get(event.item_id, "item_retrieve_invalid_item_id")

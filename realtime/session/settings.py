@@ -10,7 +10,7 @@ from msgspec import UNSET
 
 from ..audio.formats import AudioFormat
 from ..engine.port import ToolChoice, ToolSpec
-from ..protocol.client_events import SessionPatch, TurnDetectionSpec
+from ..protocol.client_events import SessionPatch, TranscriptionSpec, TurnDetectionSpec
 from ..protocol.errors import ProtocolError, quote
 from .tools import check_tool_choice, parse_tool_choice, parse_tools, tool_choice_to_wire, tools_to_wire
 from .truncation import Truncation
@@ -98,6 +98,30 @@ class TurnDetection:
 
 
 @dataclass(frozen=True)
+class Transcription:
+    """Input audio transcription by the loaded model; `model` is only echoed."""
+
+    model: str = "gemma-4"
+    language: str | None = None
+    prompt: str | None = None
+
+    @classmethod
+    def from_spec(cls, spec: TranscriptionSpec) -> Transcription:
+        # A transcription object replaces the one before it, as on OpenAI's API.
+        values = {name: getattr(spec, name) for name in ("model", "language", "prompt")}
+        present = {name: value for name, value in values.items() if value not in (UNSET, None)}
+        return cls(**present)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"model": self.model}
+        if self.language is not None:
+            wire["language"] = self.language
+        if self.prompt is not None:
+            wire["prompt"] = self.prompt
+        return wire
+
+
+@dataclass(frozen=True)
 class SessionSettings:
     model: str = "gemma-4"
     instructions: str = "You are a helpful assistant. Answer briefly."
@@ -105,6 +129,7 @@ class SessionSettings:
     temperature: float = 0.0
     input_format: AudioFormat = AudioFormat("audio/pcm", 24000)
     turn_detection: TurnDetection | None = TurnDetection()
+    transcription: Transcription | None = None
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
     truncation: Truncation = Truncation()
@@ -183,6 +208,7 @@ class SessionSettings:
                 changes["input_format"] = AudioFormat.from_session(format_spec)
             except ValueError as exc:
                 raise ProtocolError("invalid_value", str(exc), param="session.audio.input.format") from None
+        changes.update(_transcription_changes(patch))
         if turn_spec is None:
             changes["turn_detection"] = None
         elif turn_spec is not UNSET:
@@ -202,7 +228,7 @@ class SessionSettings:
             "audio": {
                 "input": {
                     "format": self.input_format.to_session(),
-                    "transcription": None,
+                    "transcription": self.transcription.to_wire() if self.transcription else None,
                     "noise_reduction": None,
                     "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
@@ -217,6 +243,16 @@ class SessionSettings:
                 "min_interval_ms": self.frames_min_interval_ms,
             },
         }
+
+
+def _transcription_changes(patch: SessionPatch) -> dict[str, Any]:
+    spec: Any = patch.input_audio_transcription
+    if patch.audio is not UNSET and patch.audio.input is not UNSET:
+        if patch.audio.input.transcription is not UNSET:
+            spec = patch.audio.input.transcription
+    if spec is UNSET:
+        return {}
+    return {"transcription": None if spec is None else Transcription.from_spec(spec)}
 
 
 def parse_max_output_tokens(value: int | str, param: str) -> int:

@@ -224,3 +224,49 @@ def test_generates_from_text_image_and_audio(loaded):
     # 40 ms per audio token: 25 soft tokens between <|audio> and <audio|>.
     assert with_audio.prompt_tokens == text.prompt_tokens + 1 + 25 + 1
     assert with_audio.generation_tokens >= 1 and with_image.generation_tokens >= 1
+
+
+def _answer(loaded, prompt, **media):
+    from mlx_vlm import generate
+
+    model, processor = loaded
+    return generate(model, processor, prompt, max_tokens=200, verbose=False, **media)
+
+
+@pytest.mark.slow
+def test_answers_end_their_turn_after_input_dependent_lengths(loaded):
+    questions = ["hello", "what do you see in this picture please", "a b c d e f g h i j k l m n o p"]
+    answers = [_answer(loaded, f"<bos><|turn>user\n{q}<turn|>\n<|turn>model\n") for q in questions]
+    # mlx-vlm stops at <turn|> (in the config's eos ids) well before the 200-token cap.
+    lengths = [answer.generation_tokens for answer in answers]
+    assert all(5 <= n_tokens <= 70 for n_tokens in lengths), lengths
+    assert len({answer.text for answer in answers}) == len(answers)
+    assert len(set(lengths)) > 1
+    half_second, two_seconds = (
+        (0.3 * np.sin(np.arange(n_samples) * 0.05)).astype(np.float32) for n_samples in (8_000, 32_000)
+    )
+    short = _answer(loaded, PROMPT.format(media="<|audio|>"), audio=[half_second])
+    long = _answer(loaded, PROMPT.format(media="<|audio|>"), audio=[two_seconds])
+    # Audio soft tokens count as heard: the longer clip gets the longer answer.
+    assert 5 <= short.generation_tokens < long.generation_tokens <= 70
+
+
+@pytest.mark.slow
+def test_endless_variant_runs_to_the_cap(tmp_path, monkeypatch):
+    import mlx_vlm
+
+    monkeypatch.setenv("MLX_REALTIME_CACHE", str(tmp_path))
+    directory = ensure_demo_model(ends_turns=False)
+    assert directory.name == f"demo-gemma4-s0-v{DEMO_FORMAT_VERSION}-endless"
+    endless = mlx_vlm.load(str(directory))
+    answer = _answer(endless, PROMPT.format(media=""))
+    assert answer.generation_tokens == 200
+
+
+@pytest.mark.slow
+def test_unified_demo_ends_its_turns_too(tmp_path):
+    import mlx_vlm
+
+    unified = mlx_vlm.load(str(build_demo_model(tmp_path / "unified", model_type="gemma4_unified")))
+    answer = _answer(unified, PROMPT.format(media=""))
+    assert 5 <= answer.generation_tokens <= 70

@@ -56,7 +56,10 @@ TOOLS = (WEATHER, PING)
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
-    model = load_model(build_demo_model(tmp_path_factory.mktemp("demo"), seed=0, model_type="gemma4"))
+    # The plain random weights (the demo before it learnt to end its turns): the calls below are what
+    # greedy decoding of those weights makes.
+    directory = build_demo_model(tmp_path_factory.mktemp("demo"), seed=0, model_type="gemma4", ends_turns=False)
+    model = load_model(directory)
     backend = MlxBackend(model, prefill_chunk_tokens=64)
     backend.load()
     return backend

@@ -71,8 +71,12 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from realtime.engine.demo_model import ensure_demo_model
+
+    # The demo model's answers run to the token cap here: the tests interrupt answers in progress.
+    model_dir = ensure_demo_model(ends_turns=False)
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with cli_server(["--api-key", API_KEY], log_path) as url:
+    with cli_server(["--api-key", API_KEY, "--model", str(model_dir)], log_path) as url:
         yield url
         assert "Traceback" not in log_path.read_text()
 
@@ -353,3 +357,22 @@ def test_a_refused_key_is_reported_and_a_corrected_key_connects(browser, server_
     assert foreign_requests == []
     # Chromium logs the refused handshake itself; nothing else may go wrong.
     assert [error for error in page_errors if "/v1/realtime' failed" not in error] == []
+
+
+def test_spoken_turn_shows_the_models_transcript_under_it(browser, server_url):
+    settings = {"apiKey": API_KEY, "transcribe": "on", "maxOutputTokens": "8"}
+    with _browsing(browser, server_url, settings) as (page, foreign_requests, page_errors):
+        page.goto(server_url)
+        _expect_connected(page)
+        transcription = _last_event(page, "session.updated")["session"]["audio"]["input"]["transcription"]
+        assert transcription == {"model": "gemma-4"}
+        page.click("#mic")
+        _wait_count(page, "conversation.item.input_audio_transcription.completed", 1)
+        completed = _last_event(page, "conversation.item.input_audio_transcription.completed")
+        assert completed["transcript"]
+        voice = page.locator(f'.turn.user[data-item-id="{completed["item_id"]}"] .text.voice')
+        expect(voice).to_have_text(completed["transcript"])
+        expect(voice).to_have_attribute("data-transcribed", "true")
+        _screenshot(page, "transcript_phone.png")
+    assert foreign_requests == []
+    assert page_errors == []
