@@ -70,7 +70,8 @@ CHAT_METRIC = (
     "non-empty content delta; its audio is what our VAD commits: 300 ms of silence, the speech, 500 ms "
     "of silence"
 )
-SYSTEM_NAMES = ("streaming_prefill", "no_streaming_prefill", "mlx_vlm_server")
+REMOTE_METRIC = LIVE_METRIC + "; our server sends each committed turn to mlx-vlm's server as one request"
+SYSTEM_NAMES = ("streaming_prefill", "no_streaming_prefill", "mlx_vlm_server", "remote_mlx_vlm")
 OURS_READY = re.compile(r"mlx-realtime listening on (http://\S+)")
 UVICORN_READY = re.compile(r"Uvicorn running on (http://\S+)")
 
@@ -95,6 +96,8 @@ class System:
     ready: re.Pattern[str]
     measure: Callable[[str, Utterance], Awaitable[dict]]
     metric: str
+    # A serving engine started first; its base URL is passed to `argv` as --engine-url.
+    upstream_argv: tuple[str, ...] = ()
 
 
 # Speech -----------------------------------------------------------------------------------------
@@ -148,16 +151,24 @@ def _chunk_n_bytes(chunk_ms: int) -> int:
 
 @asynccontextmanager
 async def served(system: System) -> AsyncIterator[str]:
-    """Starts the server, yields its base URL once it says it listens, and always ends the process."""
-    async with served_process(system.argv, system.ready, system.name) as (url, _):
-        yield url
+    """The system's server (behind its upstream engine, if it has one); yields the server's base URL."""
+    if not system.upstream_argv:
+        async with served_process(system.argv, system.ready, system.name) as (url, _):
+            yield url
+        return
+    upstream_name = f"{system.name} upstream"
+    async with served_process(list(system.upstream_argv), UVICORN_READY, upstream_name) as (upstream, _):
+        argv = [*system.argv, "--engine-url", upstream + "/v1"]
+        async with served_process(argv, system.ready, system.name) as (url, _):
+            yield url
 
 
 @asynccontextmanager
 async def served_process(
     argv: list[str], ready: re.Pattern[str], name: str
 ) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
-    """As `served`, yielding the process too (to watch its memory)."""
+    """Starts a server, yields its base URL once it says it listens (and the process, to watch its
+    memory), and always ends the process."""
     process = await asyncio.create_subprocess_exec(
         *argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
@@ -328,25 +339,20 @@ async def measure_chat(url: str, utterance: Utterance, *, model: str, max_output
 
 
 def build_systems(args: argparse.Namespace, model_dir: Path) -> list[System]:
-    ours = [sys.executable, "-m", "realtime", "serve", "--port", "0"]
-    ours += ["--model", str(args.model)] if args.model else []
+    serve = [sys.executable, "-m", "realtime", "serve", "--port", "0"]
+    ours = [*serve, "--model", str(args.model)] if args.model else serve
     vlm = [sys.executable, *"-m mlx_vlm.server --host 127.0.0.1 --port 0 --model".split(), str(model_dir)]
     tokens = args.max_output_tokens
     live = functools.partial(measure_realtime, max_output_tokens=tokens, chunk_ms=args.chunk_ms)
     chat = functools.partial(measure_chat, model=str(model_dir), max_output_tokens=tokens)
     systems = [
         System("streaming_prefill", "ours, streaming prefill", ours, OURS_READY, live, LIVE_METRIC),
-        System(
-            "no_streaming_prefill",
-            "ours, encode after commit",
-            [*ours, "--no-streaming-prefill"],
-            OURS_READY,
-            live,
-            LIVE_METRIC,
-        ),
-        System(
-            "mlx_vlm_server", "mlx-vlm server (request at speech end)", vlm, UVICORN_READY, chat, CHAT_METRIC
-        ),
+        System("no_streaming_prefill", "ours, encode after commit", [*ours, "--no-streaming-prefill"],
+               OURS_READY, live, LIVE_METRIC),
+        System("mlx_vlm_server", "mlx-vlm server (request at speech end)", vlm, UVICORN_READY, chat,
+               CHAT_METRIC),
+        System("remote_mlx_vlm", "ours in front of mlx-vlm server (remote engine)", serve, OURS_READY,
+               live, REMOTE_METRIC, upstream_argv=tuple(vlm)),
     ]
     return [system for system in systems if system.name in args.systems]
 
@@ -361,18 +367,13 @@ async def run_system(system: System, utterances: list[Utterance], repeats: list[
                 if round_index < n_runs:
                     sample = await system.measure(url, utterance)
                     runs[utterance.target_s].append(sample)
-                    print(
-                        f"{system.name:>22} {utterance.target_s:>4g} s {sample['latency_ms']:8.1f} ms",
-                        file=sys.stderr,
-                    )
-    return {
-        "name": system.name,
-        "label": system.label,
-        "command": system.argv,
-        "metric": system.metric,
-        "warm_up_latency_ms": warm_up["latency_ms"],
-        "lengths": [_summary(u, runs[u.target_s]) for u in utterances],
-    }
+                    print(f"{system.name:>22} {utterance.target_s:>4g} s {sample['latency_ms']:8.1f} ms",
+                          file=sys.stderr)
+    command = [*system.argv, "--engine-url", "<upstream>/v1"] if system.upstream_argv else system.argv
+    return {"name": system.name, "label": system.label, "command": command, "metric": system.metric,
+            "upstream_command": list(system.upstream_argv) or None,
+            "warm_up_latency_ms": warm_up["latency_ms"],
+            "lengths": [_summary(u, runs[u.target_s]) for u in utterances]}
 
 
 def _summary(utterance: Utterance, samples: list[dict]) -> dict:
@@ -410,7 +411,7 @@ def ratios(systems: list[dict]) -> dict:
 
 def plot(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
-    for system, marker in zip(report["systems"], "os^", strict=False):
+    for system, marker in zip(report["systems"], "os^D", strict=False):
         p50 = np.array([r["p50_ms"] for r in system["lengths"]])
         p95 = np.array([r["p95_ms"] for r in system["lengths"]])
         ax.errorbar(
@@ -467,19 +468,11 @@ def _machine() -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     add = parser.add_argument
-    add("--model", type=Path, help="a Gemma 4 directory for all three servers (default: the tiny demo model)")
-    add(
-        "--lengths",
-        type=lambda t: sorted(float(v) for v in t.split(",")),
-        default=[1.0, 3.0, 10.0, 25.0],
-        help="utterance lengths, seconds of speech (default 1,3,10,25)",
-    )
-    add(
-        "--repeats",
-        type=lambda t: [int(v) for v in t.split(",")],
-        default=[5, 5, 5, 3],
-        help="measured runs per length: one count for all, or one per length (default 5,5,5,3)",
-    )
+    add("--model", type=Path, help="a Gemma 4 directory for every server (default: the tiny demo model)")
+    add("--lengths", type=lambda t: sorted(float(v) for v in t.split(",")), default=[1.0, 3.0, 10.0, 25.0],
+        help="utterance lengths, seconds of speech (default 1,3,10,25)")
+    add("--repeats", type=lambda t: [int(v) for v in t.split(",")], default=[5, 5, 5, 3],
+        help="measured runs per length: one count for all, or one per length (default 5,5,5,3)")
     add("--chunk-ms", type=int, choices=[20, 40], default=40, help="audio per append (default 40, as web/)")
     add("--max-output-tokens", type=int, default=4, help="answer cap, so decoding adds little (default 4)")
     add(

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import ssl
 
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
+    from .engine.remote import RemoteEngine
     from .server import RealtimeServer, ServerConfig
 
 log = logging.getLogger("realtime")
@@ -120,6 +121,7 @@ def _add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     _add_listening_arguments(serve)
     _add_access_arguments(serve)
     _add_model_arguments(serve)
+    _add_engine_arguments(serve)
     _add_limit_arguments(serve)
 
 
@@ -224,6 +226,32 @@ def _add_model_arguments(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_engine_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--engine-url",
+        default=_env("ENGINE_URL"),
+        help="serve through an OpenAI-compatible serving engine at this base URL (e.g. http://gpu:8000/v1: "
+        "vLLM, SGLang, llama.cpp, mlx-vlm) instead of a local model (env MLX_REALTIME_ENGINE_URL)",
+    )
+    serve.add_argument(
+        "--engine-model",
+        default=_env("ENGINE_MODEL"),
+        help="model name to ask the engine for (env MLX_REALTIME_ENGINE_MODEL; default: the first it lists)",
+    )
+    serve.add_argument(
+        "--engine-api-key",
+        default=_env("ENGINE_API_KEY"),
+        help="Bearer key for the engine (env MLX_REALTIME_ENGINE_API_KEY)",
+    )
+    serve.add_argument(
+        "--engine-media-ids",
+        action="store_true",
+        default=(_env("ENGINE_MEDIA_IDS", "0") or "0") not in ("0", "false", "no"),
+        help="send media the engine has seen as its id alone (vLLM's per-part `uuid`) "
+        "(env MLX_REALTIME_ENGINE_MEDIA_IDS=1)",
+    )
+
+
 def _add_limit_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--max-message-bytes",
@@ -309,23 +337,17 @@ def _make_demo_model(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .engine.mlx_backend import MlxBackend
-    from .engine.worker import EngineWorker
     from .server import RealtimeServer
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
     ssl_context = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     listener = bind_listener(args.host, args.port)
-    model_path, is_demo = resolve_model(args.model)
-    if is_demo:
-        log.warning(
-            "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
-            "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
-        )
-    worker = EngineWorker(MlxBackend(model_path, context_tokens=args.context_tokens))
-    server = RealtimeServer(_server_config(args, is_demo, ssl_context, listener), worker)
-    start_engine(worker, model_path)
+    if args.engine_url:
+        engine = _remote_engine(args)
+        server = RealtimeServer(_server_config(args, engine.model, False, ssl_context, listener), engine)
+    else:
+        server = _local_server(args, ssl_context, listener)
     try:
         asyncio.run(_run(server))
     except KeyboardInterrupt:
@@ -338,13 +360,59 @@ def _serve(args: argparse.Namespace) -> int:
     os._exit(0)
 
 
+def _local_server(
+    args: argparse.Namespace, ssl_context: ssl.SSLContext | None, listener: socket.socket
+) -> RealtimeServer:
+    from .engine.mlx_backend import MlxBackend
+    from .engine.worker import EngineWorker
+    from .server import RealtimeServer
+
+    model_path, is_demo = resolve_model(args.model)
+    if is_demo:
+        log.warning(
+            "NO MODEL GIVEN: serving the embedded tiny demo model (random weights). It proves the "
+            "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
+        )
+    worker = EngineWorker(MlxBackend(model_path, context_tokens=args.context_tokens))
+    model_name = args.model or "gemma-4-demo"
+    server = RealtimeServer(_server_config(args, model_name, is_demo, ssl_context, listener), worker)
+    start_engine(worker, model_path)
+    return server
+
+
+def _remote_engine(args: argparse.Namespace) -> RemoteEngine:
+    """Started, so that an unreachable engine is a start-up failure and the model name is known."""
+    from .engine.remote import RemoteEngine, RemoteEngineConfig
+
+    if args.model:
+        log.warning("--model is ignored with --engine-url: the engine serves its own model")
+    config = RemoteEngineConfig(
+        base_url=args.engine_url,
+        model=args.engine_model,
+        api_key=args.engine_api_key,
+        media_ids=args.engine_media_ids,
+    )
+    engine = RemoteEngine(config)
+    try:
+        engine.start(timeout_s=config.connect_timeout_s * 3)
+    except (RuntimeError, TimeoutError) as exc:
+        raise StartupError(
+            "cannot serve", str(exc), "check --engine-url and that the engine is running"
+        ) from None
+    return engine
+
+
 def _server_config(
-    args: argparse.Namespace, is_demo: bool, ssl_context: ssl.SSLContext | None, listener: socket.socket
+    args: argparse.Namespace,
+    model_name: str,
+    is_demo: bool,
+    ssl_context: ssl.SSLContext | None,
+    listener: socket.socket,
 ) -> ServerConfig:
     from .server import ServerConfig
 
     defaults = SessionSettings(
-        model=args.model or "gemma-4-demo",
+        model=model_name,
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
@@ -359,7 +427,8 @@ def _server_config(
         send_timeout_s=args.send_timeout_s,
         web_dir=args.web_dir,
         session_defaults=defaults,
-        streaming_prefill=args.streaming_prefill,
+        # Streaming prefill needs the model's KV cache in this process.
+        streaming_prefill=args.streaming_prefill and not args.engine_url,
         demo_model=is_demo,
         ssl_context=ssl_context,
         metrics_token=args.metrics_token,

@@ -1,4 +1,4 @@
-"""The thin transport: one aiohttp app serves the realtime WebSocket, /healthz and web/ on one port."""
+"""The thin transport: one aiohttp app serves the realtime WebSocket, the HTTP API, /healthz and web/."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from aiohttp import web
 from .access import AccessPolicy, allowed_origin_set
 from .connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Connection, FlowLimits, InflightBudget
 from .engine.port import Engine
+from .http_api.routes import HttpApi
 from .metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from .protocol.errors import quote
 from .protocol.ids import IdFactory
@@ -93,7 +94,19 @@ class RealtimeServer:
         self.app.router.add_get("/metrics", self._metrics)
         for path in REALTIME_PATHS:
             self.app.router.add_get(path, self._realtime)
+        self.app.router.add_routes(self._http_api().routes())
         self.app.router.add_routes(list(extra_routes))
+
+    def _http_api(self) -> HttpApi:
+        defaults = self.config.session_defaults
+        return HttpApi(
+            self.engine,
+            defaults.model,
+            access=self._access,
+            ids=self._ids,
+            default_max_output_tokens=defaults.max_output_tokens,
+            images=self.config.limits.image_limits,
+        )
 
     @property
     def port(self) -> int:

@@ -94,13 +94,21 @@ def silence(duration_ms: int, rate_hz: int = 24000) -> np.ndarray:
 
 @contextmanager
 def serve_in_thread(backend, **config) -> Iterator[str]:
-    """The real server, on loopback port 0, on its own event loop thread; yields "127.0.0.1:PORT"."""
+    """The real server with a local engine on `backend`; yields "127.0.0.1:PORT"."""
     from realtime.engine.worker import EngineWorker
+
+    with serve_engine_in_thread(EngineWorker(backend), **config) as address:
+        yield address
+
+
+@contextmanager
+def serve_engine_in_thread(engine, **config) -> Iterator[str]:
+    """The real server in front of `engine` (started here, stopped after), on loopback port 0, on its own
+    event loop thread; yields "127.0.0.1:PORT"."""
     from realtime.server import RealtimeServer, ServerConfig
 
-    worker = EngineWorker(backend)
-    worker.start(timeout_s=300)
-    server = RealtimeServer(ServerConfig(port=0, **config), worker)
+    engine.start(timeout_s=300)
+    server = RealtimeServer(ServerConfig(port=0, **config), engine)
     loop = asyncio.new_event_loop()
     ready: queue.Queue[str] = queue.Queue()
     stop = loop.create_future()
@@ -117,7 +125,7 @@ def serve_in_thread(backend, **config) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(stop.set_result, None)
         thread.join(timeout=30)
-        worker.stop()
+        engine.stop()
 
 
 def cli_env(**overrides: str) -> dict[str, str]:
