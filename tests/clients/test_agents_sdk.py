@@ -1,0 +1,52 @@
+"""The OpenAI Agents SDK's RealtimeRunner, unchanged, pointed at the server with `model_config["url"]`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from agents.realtime import RealtimeAgent, RealtimeRunner
+
+from tests.clients.conftest import ANSWER_CAP_TOKENS, assert_answer_finished, unexpected
+
+pytestmark = pytest.mark.usefixtures("server_errors")
+TIMEOUT_S = 120
+
+
+def is_raw(event) -> bool:
+    return event.type == "raw_model_event"
+
+
+async def _run_until_turn_ends(session) -> tuple[list, list]:
+    """All session events up to the end of the first turn, and the raw server events among them."""
+    events, raw = [], []
+    async for event in session:
+        events.append(event)
+        if is_raw(event) and event.data.type == "raw_server_event":
+            raw.append(event.data.data)
+        if is_raw(event) and event.data.type == "turn_ended":
+            return events, raw
+    raise AssertionError("the session ended before the turn did")
+
+
+async def test_a_text_turn_completes(server, client_error_logs):
+    agent = RealtimeAgent(name="assistant", instructions="Answer briefly.")
+    runner = RealtimeRunner(agent, config={"model_settings": {"output_modalities": ["text"]}})
+    session = await runner.run(
+        model_config={
+            "url": f"{server.ws_url}?model=gemma-4",
+            "headers": {"Authorization": "Bearer unused"},
+            "initial_model_settings": {"max_output_tokens": ANSWER_CAP_TOKENS},
+        }
+    )
+    async with session:
+        await session.send_message("Hello there!")
+        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+    errors = [e for e in events if e.type == "error" or (is_raw(e) and e.data.type in ("error", "exception"))]
+    assert not errors and not unexpected(client_error_logs)
+    done = next(e for e in raw if e["type"] == "response.done")
+    assert_answer_finished(done["response"])
+    text = "".join(e["delta"] for e in raw if e["type"] == "response.output_text.delta")
+    assert text and done["response"]["output"][0]["content"][0]["text"] == text
+    assistant = [item for item in session._history if getattr(item, "role", "") == "assistant"]
+    assert assistant and assistant[-1].content[0].text == text

@@ -1,0 +1,99 @@
+"""LiveKit Agents' OpenAI realtime plugin, unchanged, pointed at the server with `base_url`.
+
+A RealtimeSession runs without a LiveKit room: `RealtimeModel.session()` opens the WebSocket
+itself, and the test plays the part AgentSession plays (chat context, generate_reply, push_audio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from livekit import rtc
+from livekit.agents import llm
+from livekit.plugins import openai as lk_openai
+
+from tests.clients.conftest import (
+    ANSWER_CAP_TOKENS,
+    assert_answer_finished,
+    silence_pcm16,
+    spoken_pcm16,
+    unexpected,
+)
+
+pytestmark = pytest.mark.usefixtures("server_errors")
+TIMEOUT_S = 120
+RATE_HZ = 24000
+FRAME_MS = 20
+
+
+class Recorder:
+    """What one RealtimeSession received: raw server events, errors, and the first response.done."""
+
+    def __init__(self, session: llm.RealtimeSession) -> None:
+        self.raw: list[dict] = []
+        self.errors: list[llm.RealtimeModelError] = []
+        self.done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        session.on("openai_server_event_received", self._on_raw)
+        session.on("error", self.errors.append)
+
+    def _on_raw(self, event: dict) -> None:
+        self.raw.append(event)
+        if event["type"] == "response.done" and not self.done.done():
+            self.done.set_result(event)
+
+    def text(self) -> str:
+        return "".join(e["delta"] for e in self.raw if e["type"] == "response.output_text.delta")
+
+
+async def read_text(generation: llm.GenerationCreatedEvent) -> str:
+    parts = []
+    async for message in generation.message_stream:
+        async for chunk in message.text_stream:
+            parts.append(str(chunk))
+    return "".join(parts)
+
+
+@pytest.fixture
+async def session(server):
+    model = lk_openai.realtime.RealtimeModel(base_url=server.http_url, modalities=["text"], api_key="unused")
+    model.update_options(max_response_output_tokens=ANSWER_CAP_TOKENS)
+    session = model.session()
+    yield session
+    await session.aclose()
+    await model.aclose()
+
+
+async def test_generate_reply_after_a_chat_context_completes(session, client_error_logs):
+    recorder = Recorder(session)
+    chat_ctx = llm.ChatContext.empty()
+    chat_ctx.add_message(role="user", content="Hello there!")
+    await session.update_chat_ctx(chat_ctx)
+    generation = await asyncio.wait_for(session.generate_reply(instructions="Answer briefly."), TIMEOUT_S)
+    text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
+    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
+    assert not recorder.errors and not unexpected(client_error_logs)
+    assert_answer_finished(done["response"])
+    assert text and text == recorder.text()
+    assert generation.user_initiated
+
+
+async def test_an_audio_turn_pushed_with_server_vad_completes(session, client_error_logs):
+    recorder = Recorder(session)
+    generations: asyncio.Queue[llm.GenerationCreatedEvent] = asyncio.Queue()
+    session.on("generation_created", generations.put_nowait)
+    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("What is the weather like today?", RATE_HZ)
+    audio += silence_pcm16(1500, RATE_HZ)
+    frame_n_bytes = 2 * RATE_HZ * FRAME_MS // 1000
+    for start in range(0, len(audio) - frame_n_bytes + 1, frame_n_bytes):
+        samples = audio[start : start + frame_n_bytes]
+        session.push_audio(rtc.AudioFrame(samples, RATE_HZ, 1, len(samples) // 2))
+    generation = await asyncio.wait_for(generations.get(), TIMEOUT_S)
+    text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
+    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
+    assert not recorder.errors and not unexpected(client_error_logs)
+    assert_answer_finished(done["response"])
+    assert text and text == recorder.text()
+    types = [e["type"] for e in recorder.raw]
+    assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
+    assert not generation.user_initiated
