@@ -44,7 +44,8 @@ def _server_python() -> str:
     python = os.environ.get("MLX_REALTIME_SERVER_PYTHON") or str(REPO_ROOT / ".venv" / "bin" / "python")
     if not Path(python).exists():
         pytest.fail(f"no server interpreter at {python}: set MLX_REALTIME_SERVER_PYTHON (README)")
-    return python
+    # Absolute but not resolved: a venv's python is a symlink, and resolving it would leave the venv.
+    return os.path.abspath(python)
 
 
 def _pump(stream, lines: list[str], announced: queue.Queue[str]) -> None:

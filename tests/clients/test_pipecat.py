@@ -1,0 +1,144 @@
+"""pipecat's OpenAIRealtimeLLMService, unchanged, in a minimal pipeline pointed at the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from loguru import logger
+from pipecat.frames.frames import (
+    ErrorFrame,
+    Frame,
+    InputAudioRawFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    ProposedUserStartedSpeakingFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.runner import PipelineRunner
+from pipecat.pipeline.task import PipelineTask
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.openai.realtime import events
+from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
+
+from tests.clients.conftest import (
+    ANSWER_CAP_TOKENS,
+    DEMO_MODEL_ENDS_TURNS,
+    silence_pcm16,
+    spoken_pcm16,
+)
+
+pytestmark = pytest.mark.usefixtures("server_errors")
+TIMEOUT_S = 120
+RATE_HZ = 24000
+FRAME_MS = 20
+
+
+class Recorder(FrameProcessor):
+    """Records text and errors going either way; `answered` is set at the end of the first response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text: list[str] = []
+        self.errors: list[ErrorFrame] = []
+        self.heard_speech = False
+        self.answered = asyncio.Event()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame):
+            self.text.append(frame.text)
+        elif isinstance(frame, ErrorFrame):
+            self.errors.append(frame)
+        elif isinstance(frame, ProposedUserStartedSpeakingFrame):
+            self.heard_speech = True
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            self.answered.set()
+        await self.push_frame(frame, direction)
+
+
+@pytest.fixture
+def loguru_errors():
+    """pipecat logs through loguru: a server event it cannot parse kills its receive loop with an error."""
+    records: list[str] = []
+    sink = logger.add(lambda message: records.append(str(message)), level="ERROR")
+    yield records
+    logger.remove(sink)
+
+
+class AssistantItems(list):
+    """Assistant items as the service's `on_conversation_item_updated` handlers get them: once from
+    conversation.item.done, once from response.done's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported_twice = asyncio.Event()
+
+
+def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
+    properties = events.SessionProperties(output_modalities=["text"], max_output_tokens=ANSWER_CAP_TOKENS)
+    service = OpenAIRealtimeLLMService(
+        api_key="unused",
+        base_url=server.ws_url,
+        settings=OpenAIRealtimeLLMService.Settings(model="gemma-4", session_properties=properties),
+    )
+    items = AssistantItems()
+
+    @service.event_handler("on_conversation_item_updated")
+    async def on_item_updated(service, item_id, item):
+        if item is not None and item.role == "assistant":
+            items.append(item)
+            if len(items) == 2:
+                items.reported_twice.set()
+
+    return service, items
+
+
+async def run_until_answered(
+    service: OpenAIRealtimeLLMService, items: AssistantItems, frames: list[Frame]
+) -> tuple[Recorder, Recorder]:
+    upstream, downstream = Recorder(), Recorder()
+    task = PipelineTask(Pipeline([upstream, service, downstream]))
+    runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(task))
+    try:
+        await task.queue_frames(frames)
+        await asyncio.wait_for(downstream.answered.wait(), TIMEOUT_S)
+        await asyncio.wait_for(items.reported_twice.wait(), TIMEOUT_S)
+    finally:
+        await task.cancel()
+        await asyncio.wait_for(runner, TIMEOUT_S)
+    return upstream, downstream
+
+
+def assert_clean_answer(
+    upstream: Recorder, downstream: Recorder, items: list, loguru_errors: list[str]
+) -> None:
+    assert not upstream.errors and not downstream.errors and not loguru_errors
+    text = "".join(downstream.text)
+    # response.done's output item, as pipecat hands it on: its status follows the response's.
+    item = items[-1]
+    assert item.status == ("completed" if DEMO_MODEL_ENDS_TURNS else "incomplete")
+    assert text and item.content[0].text == text
+
+
+async def test_a_text_context_gets_an_answer(server, loguru_errors):
+    service, items = realtime_service(server)
+    context = LLMContext(messages=[{"role": "user", "content": "Hello there!"}])
+    upstream, downstream = await run_until_answered(service, items, [LLMContextFrame(context)])
+    assert_clean_answer(upstream, downstream, items, loguru_errors)
+
+
+async def test_audio_frames_with_server_vad_get_an_answer(server, loguru_errors):
+    service, items = realtime_service(server)
+    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Please tell me a short story.", RATE_HZ)
+    audio += silence_pcm16(1500, RATE_HZ)
+    frame_n_bytes = 2 * RATE_HZ * FRAME_MS // 1000
+    frames = [
+        InputAudioRawFrame(audio=audio[start : start + frame_n_bytes], sample_rate=RATE_HZ, num_channels=1)
+        for start in range(0, len(audio) - frame_n_bytes + 1, frame_n_bytes)
+    ]
+    upstream, downstream = await run_until_answered(service, items, frames)
+    assert_clean_answer(upstream, downstream, items, loguru_errors)
+    assert upstream.heard_speech or downstream.heard_speech
