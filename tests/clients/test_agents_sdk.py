@@ -7,10 +7,18 @@ import asyncio
 import pytest
 from agents.realtime import RealtimeAgent, RealtimeRunner
 
-from tests.clients.conftest import ANSWER_CAP_TOKENS, assert_answer_finished, unexpected
+from tests.clients.conftest import (
+    ANSWER_CAP_TOKENS,
+    assert_answer_finished,
+    silence_pcm16,
+    spoken_pcm16,
+    unexpected,
+)
 
 pytestmark = pytest.mark.usefixtures("server_errors")
 TIMEOUT_S = 120
+RATE_HZ = 24000
+CHUNK_N_BYTES = 2 * RATE_HZ * 40 // 1000
 
 
 def is_raw(event) -> bool:
@@ -29,19 +37,20 @@ async def _run_until_turn_ends(session) -> tuple[list, list]:
     raise AssertionError("the session ended before the turn did")
 
 
-async def test_a_text_turn_completes(server, client_error_logs):
+async def open_session(server):
     agent = RealtimeAgent(name="assistant", instructions="Answer briefly.")
     runner = RealtimeRunner(agent, config={"model_settings": {"output_modalities": ["text"]}})
-    session = await runner.run(
+    return await runner.run(
         model_config={
             "url": f"{server.ws_url}?model=gemma-4",
             "headers": {"Authorization": "Bearer unused"},
             "initial_model_settings": {"max_output_tokens": ANSWER_CAP_TOKENS},
         }
     )
-    async with session:
-        await session.send_message("Hello there!")
-        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+
+
+def assert_clean_turn(session, events: list, raw: list[dict], client_error_logs: list) -> str:
+    """No error anywhere, a finished response, and the answer's text as the SDK's history holds it."""
     errors = [e for e in events if e.type == "error" or (is_raw(e) and e.data.type in ("error", "exception"))]
     assert not errors and not unexpected(client_error_logs)
     done = next(e for e in raw if e["type"] == "response.done")
@@ -50,3 +59,23 @@ async def test_a_text_turn_completes(server, client_error_logs):
     assert text and done["response"]["output"][0]["content"][0]["text"] == text
     assistant = [item for item in session._history if getattr(item, "role", "") == "assistant"]
     assert assistant and assistant[-1].content[0].text == text
+    return text
+
+
+async def test_a_text_turn_completes(server, client_error_logs):
+    async with await open_session(server) as session:
+        await session.send_message("Hello there!")
+        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+    assert_clean_turn(session, events, raw, client_error_logs)
+
+
+async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, client_error_logs):
+    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Where is the nearest train station?", RATE_HZ)
+    audio += silence_pcm16(1500, RATE_HZ)
+    async with await open_session(server) as session:
+        for start in range(0, len(audio), CHUNK_N_BYTES):
+            await session.send_audio(audio[start : start + CHUNK_N_BYTES])
+        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+    assert_clean_turn(session, events, raw, client_error_logs)
+    types = [e["type"] for e in raw]
+    assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")

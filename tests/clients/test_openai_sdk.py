@@ -1,0 +1,78 @@
+"""The official openai SDK's realtime client, as README's snippet uses it, against the real server."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from openai import AsyncOpenAI
+from openai.types.realtime import RealtimeServerEvent
+from pydantic import TypeAdapter
+
+from tests.clients.conftest import ANSWER_CAP_TOKENS, assert_answer_finished, silence_pcm16, spoken_pcm16
+
+pytestmark = pytest.mark.usefixtures("server_errors")
+RATE_HZ = 24000
+CHUNK_N_BYTES = 2 * RATE_HZ * 40 // 1000
+SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
+
+
+async def events_until_done(connection) -> list[dict]:
+    """Every server event up to response.done, each validated by the SDK's own models."""
+    events = []
+    async for event in connection:
+        wire = event.model_dump(mode="json", exclude_unset=True)
+        SERVER_EVENT.validate_python(wire)
+        events.append(wire)
+        assert event.type != "error", wire
+        if event.type == "response.done":
+            return events
+    raise AssertionError("the connection closed before response.done")
+
+
+def assert_clean_answer(events: list[dict]) -> None:
+    done = events[-1]["response"]
+    assert_answer_finished(done)
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text and done["output"][0]["content"][0]["text"] == text
+
+
+def open_connection(server):
+    client = AsyncOpenAI(base_url=server.http_url, api_key="unused")
+    return client.realtime.connect(model="gemma-4")
+
+
+async def test_a_text_turn(server):
+    async with open_connection(server) as connection:
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "max_output_tokens": ANSWER_CAP_TOKENS,
+            }
+        )
+        await connection.conversation.item.create(
+            item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
+        )
+        await connection.response.create()
+        assert_clean_answer(await events_until_done(connection))
+
+
+async def test_an_audio_turn_with_server_vad(server):
+    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Turn on the lights in the kitchen.", RATE_HZ)
+    audio += silence_pcm16(1500, RATE_HZ)
+    async with open_connection(server) as connection:
+        await connection.session.update(
+            session={
+                "type": "realtime",
+                "output_modalities": ["text"],
+                "max_output_tokens": ANSWER_CAP_TOKENS,
+            }
+        )
+        for start in range(0, len(audio), CHUNK_N_BYTES):
+            chunk = base64.b64encode(audio[start : start + CHUNK_N_BYTES]).decode()
+            await connection.input_audio_buffer.append(audio=chunk)
+        events = await events_until_done(connection)
+    types = [e["type"] for e in events]
+    assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
+    assert_clean_answer(events)
