@@ -69,7 +69,7 @@ async def test_generate_reply_after_a_chat_context_completes(session, client_err
     chat_ctx = llm.ChatContext.empty()
     chat_ctx.add_message(role="user", content="Hello there!")
     await session.update_chat_ctx(chat_ctx)
-    generation = await asyncio.wait_for(session.generate_reply(instructions="Answer briefly."), TIMEOUT_S)
+    generation = await asyncio.wait_for(session.generate_reply(), TIMEOUT_S)
     text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
     done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
     assert not recorder.errors and not unexpected(client_error_logs)
