@@ -21,13 +21,14 @@ import numpy as np  # noqa: E402
 from mlx_vlm.generate import stream_generate  # noqa: E402
 
 from realtime.engine.demo_model import ensure_demo_model  # noqa: E402
-from realtime.engine.loading import LoadedModel, load_model  # noqa: E402
+from realtime.engine.gemma4.loading import LoadedModel, load_model  # noqa: E402
 from realtime.engine.mlx_backend import MlxBackend  # noqa: E402
 from realtime.engine.port import (  # noqa: E402
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
     GenerationDone,
     GenerationRequest,
+    TextDelta,
     TextPart,
     Turn,
 )
@@ -172,13 +173,13 @@ def measure_cache(backend: MlxBackend) -> dict:
 
     def turn_two_s(cold: bool) -> tuple[float, GenerationDone]:
         session = f"cache-{next(_ids)}"
-        empty = backend.snapshot(session)
         first = [_user(AudioPart(_speech_like(20), "turn-1"), "what did you hear")]
         opening = _request(first, session_id=session, max_tokens=32)
-        list(backend.generate(opening, lambda: False))
-        said = backend.reply(session, opening.output_item_id).text
+        said = "".join(o.text for o in backend.generate(opening, lambda: False) if isinstance(o, TextDelta))
         if cold:
-            backend.restore(session, empty)
+            # A fresh session holds nothing: the same conversation is prefilled from the start.
+            backend.drop_session(session)
+            session = f"cache-{next(_ids)}"
         turns = [
             *first,
             Turn("assistant", (TextPart(said),), opening.output_item_id),

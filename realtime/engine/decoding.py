@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-# Gemma 4 ids (public tokenizer files; see FACTS.md).
-EOS_ID = 1
-END_OF_TURN_ID = 106
-CHANNEL_START_ID = 100
-CHANNEL_END_ID = 101
-# pad, bos, <|think|> (system-turn only), <|turn> (a model turn must end with <turn|> first), and the
-# multimodal markers and placeholders: a model can emit the end markers by mistake, and none of these
-# belongs in an answer.
-NEVER_EMITTED_IDS = frozenset({0, 2, 98, 105, 255_999, 256_000, 258_880, 258_881, 258_882, 258_883})
 # A UTF-8 character is at most four bytes, so at most four byte-fallback tokens can be incomplete.
 _MAX_HELD_TOKENS = 4
 
@@ -25,43 +15,29 @@ class TextDecoder(Protocol):
 
 @dataclass(frozen=True)
 class TokenRules:
+    """What a model's answer may contain: the ids that end it, the ids never sampled, and the
+    (start, end) ids of a span that is cached and replayed but not shown (a reasoning channel)."""
+
     stop_ids: frozenset[int]
     suppressed_ids: frozenset[int]
-
-    @classmethod
-    def for_model(cls, config: Any, extra_suppressed: Iterable[int] = ()) -> TokenRules:
-        eos = getattr(config, "eos_token_id", None) or []
-        eos_ids = {eos} if isinstance(eos, int) else set(eos)
-        media_ids = (
-            getattr(config, name, None)
-            for name in (
-                "image_token_id",
-                "audio_token_id",
-                "video_token_id",
-                "boi_token_id",
-                "eoi_token_id",
-                "boa_token_id",
-                "eoa_token_id",
-            )
-        )
-        suppressed = NEVER_EMITTED_IDS | {i for i in media_ids if i is not None} | set(extra_suppressed)
-        return cls(frozenset(eos_ids | {EOS_ID, END_OF_TURN_ID}), frozenset(suppressed))
+    hidden_span: tuple[int, int] | None = None
 
 
 class ThinkingFilter:
-    """Drops `<|channel>…<channel|>` spans: Gemma 4's reasoning channel is not part of the spoken answer.
+    """Drops the rules' hidden spans (Gemma 4's `<|channel>…<channel|>`): reasoning is not spoken.
 
     The reasoning tokens still go into the KV cache and the replayed turn; only the text deltas lose them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, hidden_span: tuple[int, int] | None) -> None:
+        self._start, self._end = hidden_span or (None, None)
         self._inside = False
 
     def visible(self, token_id: int) -> bool:
-        if token_id == CHANNEL_START_ID:
+        if token_id == self._start:
             self._inside = True
             return False
-        if token_id == CHANNEL_END_ID:
+        if token_id == self._end:
             self._inside = False
             return False
         return not self._inside

@@ -12,10 +12,14 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
-from .conversation_cache import CacheSnapshot, ConversationCache
+from .conversation_cache import ConversationCache
 from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
-from .loading import LoadedModel, load_model
-from .media import MediaEncoder
+from .gemma4.audio_encoder import stream_encoder
+from .gemma4.chat_format import ChatTokens, PromptRenderer
+from .gemma4.language_model import Prefiller
+from .gemma4.loading import LoadedModel, load_model
+from .gemma4.media import MediaEncoder
+from .gemma4.tokens import token_rules
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -30,10 +34,10 @@ from .port import (
     Turn,
     Usage,
 )
-from .prefill import EmbeddingPiece, Piece, Prefiller, TokenPiece, split_into_chunks
-from .prompt import ChatTokens, Key, Prompt, PromptRenderer, Reply
+from .prefill import EmbeddingPiece, Piece, TokenPiece, split_into_chunks
+from .prompt import Prompt, Reply
 from .sampling import Sampler, suppression_mask
-from .turn_stream import TurnStream, render_opening, stream_encoder
+from .turn_stream import TurnStream, render_opening
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
@@ -59,10 +63,10 @@ class _Session:
 
 
 class _Answer:
-    def __init__(self, tokenizer: Any) -> None:
+    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
         self.token_ids: list[int] = []
         self.text = ""
-        self._thinking = ThinkingFilter()
+        self._thinking = ThinkingFilter(rules.hidden_span)
         self._detokenizer = StreamingDetokenizer(tokenizer)
 
     def add(self, token_id: int) -> str:
@@ -111,7 +115,7 @@ class MlxBackend:
         )
         # The processor registers <|video|> itself when the tokenizer lacks it.
         video_id = getattr(processor, "video_token_id", None)
-        self._rules = TokenRules.for_model(model.config, extra_suppressed=[video_id] if video_id else [])
+        self._rules = token_rules(model.config, extra_suppressed=[video_id] if video_id else [])
         self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
         self._prefiller = Prefiller(model)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
@@ -124,7 +128,7 @@ class MlxBackend:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
-        answer = _Answer(self.loaded.processor.tokenizer)
+        answer = _Answer(self.loaded.processor.tokenizer, self._rules)
         prompt = self._renderer.render(request.instructions, request.turns, session.replies)
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
@@ -181,28 +185,6 @@ class MlxBackend:
         if session is not None and session.stream is not None:
             session.cache.restore(session.stream.snapshot)
             session.stream = None
-
-    def reply(self, session_id: str, output_item_id: str) -> Reply | None:
-        """The tokens and text of an answer this session's cache holds, as the next turn will replay it."""
-        session = self._sessions.get(session_id)
-        return session.replies.get(output_item_id) if session else None
-
-    # A session's cache from outside, for tests and benchmarks: look at it, save it, put it back, feed it.
-
-    def snapshot(self, session_id: str) -> CacheSnapshot:
-        return self._session(session_id).cache.snapshot()
-
-    def restore(self, session_id: str, snapshot: CacheSnapshot) -> None:
-        self._session(session_id).cache.restore(snapshot)
-
-    def render_prompt(self, request: GenerationRequest) -> Prompt:
-        """The ids and keys generate() would prefill for this request, media spans included."""
-        return self._renderer.render(
-            request.instructions, request.turns, self._session(request.session_id).replies
-        )
-
-    def cached_keys(self, session_id: str) -> tuple[Key, ...]:
-        return tuple(self._session(session_id).cache.keys)
 
     @contextmanager
     def _streamed_work(self, session: _Session) -> Iterator[None]:

@@ -15,8 +15,6 @@ import numpy as np
 from PIL import Image
 
 ENGINE_SAMPLE_RATE_HZ = 16_000
-# Gemma 4 hears at most 30 s per audio clip (750 tokens of 40 ms); longer turns are split into clips.
-MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["end_of_turn", "max_tokens", "cancelled", "error"]
@@ -32,7 +30,8 @@ class AudioPart:
     """Mono float32 samples in [-1, 1] at ENGINE_SAMPLE_RATE_HZ."""
 
     samples: np.ndarray
-    # Stable identity of this clip (item id + content index); the prompt cache compares keys, not samples.
+    # Stable identity of this audio (item id + content index); the prompt cache compares keys, not samples.
+    # Any length: the engine cuts what its model cannot hear at once into clips.
     key: str
 
 

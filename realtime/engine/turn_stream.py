@@ -3,87 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
 
-from .audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from .conversation_cache import CacheSnapshot
-from .loading import LoadedModel
-from .port import (
-    ENGINE_SAMPLE_RATE_HZ,
-    MAX_CLIP_N_SAMPLES,
-    AudioPart,
-    AudioTurnStart,
-    GenerationRequest,
-    Turn,
-)
+from .gemma4.audio_encoder import MAX_CLIP_N_SAMPLES, AudioStreamEncoder
+from .gemma4.chat_format import PromptRenderer, clip_key
+from .port import ENGINE_SAMPLE_RATE_HZ, AudioPart, AudioTurnStart, GenerationRequest, Turn
 from .prefill import EmbeddingPiece
-from .prompt import Key, Prompt, PromptRenderer, Reply
+from .prompt import Key, Prompt, Reply
 
 # Audio is encoded and prefilled at most this much per step, so a burst (the speech before the stream could
 # begin, a client sending faster than real time) is still many small steps the worker can interleave.
 _STEP_N_SAMPLES = ENGINE_SAMPLE_RATE_HZ
-
-
-class AudioStreamEncoder(Protocol):
-    n_tokens_emitted: int
-
-    def push(self, samples_16k: np.ndarray) -> mx.array: ...
-
-    def finish(self) -> mx.array: ...
-
-
-class FrameAudioEncoder:
-    """gemma4_unified's audio input, incrementally: with no encoder, each 640 samples are projected into one
-    token on their own, so a row is final as soon as its samples are in; the last one is zero-padded."""
-
-    def __init__(self, model: Any, processor: Any) -> None:
-        self._embed_audio = model.embed_audio
-        self._processor = processor
-        self._samples_per_token = processor.feature_extractor.audio_samples_per_token
-        self._pending = np.zeros(0, np.float32)
-        self._n_samples = 0
-        self._first_row: mx.array | None = None
-        self.n_tokens_emitted = 0
-
-    def push(self, samples_16k: np.ndarray) -> mx.array:
-        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
-        self._n_samples += n_new
-        self._pending = np.concatenate([self._pending, np.asarray(samples_16k[:n_new], np.float32)])
-        n_rows = len(self._pending) // self._samples_per_token
-        rows = self._pending[: n_rows * self._samples_per_token]
-        self._pending = self._pending[len(rows) :]
-        return self._emit(rows.reshape(n_rows, self._samples_per_token))
-
-    def finish(self) -> mx.array:
-        n_tokens = expected_n_tokens(self._processor, self._n_samples)
-        padded = np.pad(self._pending, (0, (-len(self._pending)) % self._samples_per_token))
-        self._pending = padded[:0]
-        rows = [self._emit(padded.reshape(-1, self._samples_per_token))]
-        n_missing = n_tokens - self.n_tokens_emitted
-        if n_missing > 0 and self._first_row is not None:
-            # As MediaEncoder mirrors mlx-vlm: a token the processor counts beyond the rows gets row 0 again.
-            rows.append(mx.repeat(self._first_row, n_missing, axis=0))
-            self.n_tokens_emitted += n_missing
-        return mx.concatenate(rows)
-
-    def _emit(self, samples: np.ndarray) -> mx.array:
-        if not len(samples):
-            return mx.zeros((0, self._embed_audio.embedding_projection.weight.shape[0]))
-        rows = self._embed_audio(mx.array(samples)[None])[0]
-        mx.eval(rows)
-        if self._first_row is None and rows.shape[0]:
-            self._first_row = rows[:1]
-        self.n_tokens_emitted += rows.shape[0]
-        return rows
-
-
-def stream_encoder(loaded: LoadedModel) -> AudioStreamEncoder:
-    if loaded.model_type == "gemma4_unified":
-        return FrameAudioEncoder(loaded.model, loaded.processor)
-    return IncrementalAudioEncoder(loaded.model, loaded.processor)
 
 
 def render_opening(renderer: PromptRenderer, start: AudioTurnStart, replies: Mapping[str, Reply]) -> Prompt:
@@ -94,7 +27,8 @@ def render_opening(renderer: PromptRenderer, start: AudioTurnStart, replies: Map
     empty = AudioPart(np.zeros(0, np.float32), start.audio_key)
     turn = Turn("user", (*start.images, empty), start.item_id)
     prompt = renderer.render(start.instructions, (*start.turns, turn), replies)
-    audio_start = next(span.start for span in prompt.media if span.part is empty)
+    first_clip = clip_key(start.audio_key, 0)
+    audio_start = next(span.start for span in prompt.media if span.part.key == first_clip)
     media = tuple(span for span in prompt.media if span.start < audio_start)
     return Prompt(prompt.ids[:audio_start], prompt.keys[:audio_start], media)
 
@@ -102,8 +36,8 @@ def render_opening(renderer: PromptRenderer, start: AudioTurnStart, replies: Map
 class TurnStream:
     """Invariant: the cache holds the turn's opening, then its first `n_rows` audio soft tokens.
 
-    Only the turn's first clip streams: the session splits longer audio into 30 s clips, which the request
-    then carries as further parts, encoded as usual.
+    Only the turn's first clip streams: the chat format splits longer audio into 30 s clips, and the
+    later ones are encoded as usual when the request comes.
     """
 
     def __init__(
@@ -120,6 +54,7 @@ class TurnStream:
         self.audio_start = audio_start
         self._encoder = encoder
         self._dtype = dtype
+        self._clip_key = clip_key(start.audio_key, 0)
         self._heard = np.zeros(MAX_CLIP_N_SAMPLES, np.float32)
         self._n_heard = 0
 
@@ -144,7 +79,7 @@ class TurnStream:
         """The request's clip that continues this turn: same item, prompt up to here and samples so far."""
         if not request.turns or request.turns[-1].item_id != self.start.item_id:
             return None
-        span = next((s for s in prompt.media if s.part.key == self.start.audio_key), None)
+        span = next((s for s in prompt.media if s.part.key == self._clip_key), None)
         if span is None or not isinstance(span.part, AudioPart) or span.start != self.audio_start:
             return None
         n_cached = len(cached_keys)
@@ -162,5 +97,5 @@ class TurnStream:
 
     def _keyed(self, rows: mx.array) -> EmbeddingPiece:
         first = self.n_rows - rows.shape[0]
-        keys = tuple((self.start.audio_key, i) for i in range(first, self.n_rows))
+        keys = tuple((self._clip_key, i) for i in range(first, self.n_rows))
         return EmbeddingPiece(keys, rows.astype(self._dtype), "audio")

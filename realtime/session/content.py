@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..audio.clip import split_clip
 from ..audio.formats import AudioFormat, pcm16_to_float32
 from ..audio.ingest import AudioIngest
-from ..engine.port import MAX_CLIP_N_SAMPLES, AudioPart, ImagePart, Part, TextPart, Turn
+from ..engine.port import AudioPart, ImagePart, Part, TextPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
 from ..protocol.errors import ProtocolError
@@ -106,9 +105,9 @@ def _required(value: str | None, name: str, param: str) -> str:
     return value
 
 
-def audio_key(item_id: str, content_index: int, clip_index: int = 0) -> str:
-    """The prompt cache's identity of one audio clip: where it sits in the conversation."""
-    return f"{item_id}/{content_index}/{clip_index}"
+def audio_key(item_id: str, content_index: int) -> str:
+    """The prompt cache's identity of one audio part: where it sits in the conversation."""
+    return f"{item_id}/{content_index}"
 
 
 def image_part(image: DecodedImage) -> ImagePart:
@@ -119,8 +118,7 @@ def to_turn(item: Item) -> Turn:
     parts: list[Part] = []
     for index, content in enumerate(item.content):
         if content.type == "input_audio" and content.audio is not None:
-            clips = split_clip(pcm16_to_float32(content.audio), MAX_CLIP_N_SAMPLES)
-            parts += [AudioPart(clip, audio_key(item.id, index, n)) for n, clip in enumerate(clips)]
+            parts.append(AudioPart(pcm16_to_float32(content.audio), audio_key(item.id, index)))
         elif content.type == "input_image" and content.image is not None:
             parts.append(image_part(content.image))
         elif content.text:

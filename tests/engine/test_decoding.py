@@ -4,8 +4,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.engine.decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
+from realtime.engine.decoding import StreamingDetokenizer, ThinkingFilter
 from realtime.engine.demo_model import build_tokenizer
+from realtime.engine.gemma4.tokens import CHANNEL_END_ID, CHANNEL_START_ID, token_rules
 
 CHANNEL_START, CHANNEL_END = 100, 101
 
@@ -62,7 +63,7 @@ def test_deltas_join_to_the_full_decode_and_never_split_a_character(tokenizer, p
 
 
 def test_thinking_filter_hides_the_channel_and_what_is_inside():
-    thinking = ThinkingFilter()
+    thinking = ThinkingFilter((CHANNEL_START_ID, CHANNEL_END_ID))
     ids = [7, CHANNEL_START, 8, 9, CHANNEL_END, 10, CHANNEL_START, 11]
     assert [i for i in ids if thinking.visible(i)] == [7, 10]
 
@@ -78,7 +79,7 @@ def test_token_rules_stop_at_end_of_turn_and_eos_and_suppress_media_markers():
         boa_token_id=256_000,
         eoa_token_id=258_883,
     )
-    rules = TokenRules.for_model(config)
+    rules = token_rules(config)
     assert rules.stop_ids == {1, 106}
     assert {255_999, 256_000, 258_880, 258_881, 258_882, 258_883, 258_884} <= rules.suppressed_ids
     assert not rules.stop_ids & rules.suppressed_ids

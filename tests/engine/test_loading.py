@@ -7,13 +7,8 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import build_demo_model, default_demo_dir
-from realtime.engine.loading import (
-    ModelNotFoundError,
-    ProcessorLoadError,
-    UnsupportedModelError,
-    load_model,
-    resolve_model_path,
-)
+from realtime.engine.gemma4.loading import ProcessorLoadError, load_model
+from realtime.engine.loading import ModelNotFoundError, UnsupportedModelError, resolve_model_path
 
 
 @pytest.fixture(scope="module")

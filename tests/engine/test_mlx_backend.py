@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import build_demo_model
-from realtime.engine.loading import load_model
+from realtime.engine.gemma4.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
     AudioPart,
@@ -22,6 +22,7 @@ from realtime.engine.port import (
     TextPart,
     Turn,
 )
+from tests.engine import backend_state as state
 
 pytestmark = pytest.mark.slow
 
@@ -86,7 +87,7 @@ def run(backend, req, should_stop: Callable[[], bool] = lambda: False):
 
 
 def answer_ids(backend, req) -> list[int]:
-    return list(backend.reply(req.session_id, req.output_item_id).token_ids)
+    return list(state.reply(backend, req.session_id, req.output_item_id).token_ids)
 
 
 def reference_ids(loaded, parts, max_tokens=MAX_TOKENS) -> list[int]:
@@ -267,7 +268,7 @@ def test_multibyte_characters_split_across_tokens_arrive_whole(backend, loaded):
 def two_turns(backend, session_id, between=lambda: None):
     first = request([user("hello", item_id="u1")], session_id=session_id)
     _, first_done = run(backend, first)
-    said = backend.reply(session_id, first.output_item_id).text
+    said = state.reply(backend, session_id, first.output_item_id).text
     between()
     history = [user("hello", item_id="u1"), Turn("assistant", (TextPart(said),), first.output_item_id)]
     second = request([*history, user("tell me more", item_id="u2")], session_id=session_id)
@@ -281,8 +282,8 @@ def test_turn_two_prefills_only_new_tokens_and_matches_a_cold_prefill(backend):
     assert second_done.usage.cached_tokens == first_done.usage.input_tokens + MAX_TOKENS - 1
     assert second_done.usage.input_tokens > second_done.usage.cached_tokens
     # The same conversation with the cache emptied between turns (replies kept): a full cold prefill.
-    empty = backend.snapshot("cold")
-    _, cold_done, cold_answer = two_turns(backend, "cold", lambda: backend.restore("cold", empty))
+    empty = state.snapshot(backend, "cold")
+    _, cold_done, cold_answer = two_turns(backend, "cold", lambda: state.restore(backend, "cold", empty))
     assert cold_done.usage.cached_tokens == 0
     assert cold_done.usage.input_tokens == second_done.usage.input_tokens
     assert warm_answer == cold_answer
@@ -313,7 +314,7 @@ def test_cancel_during_prefill_keeps_the_finished_chunks(backend):
     cancelled = True
     output = next(outputs)
     assert output.stop_reason == "cancelled" and output.usage.output_tokens == 0
-    assert len(backend.cached_keys("prefill-cancel")) == 64
+    assert len(state.cached_keys(backend, "prefill-cancel")) == 64
     again = request([user(long_text, item_id="long")], session_id="prefill-cancel")
     _, done = run(backend, again)
     assert done.usage.cached_tokens == 64
@@ -321,10 +322,10 @@ def test_cancel_during_prefill_keeps_the_finished_chunks(backend):
 
 def test_out_of_band_answer_leaves_the_session_cache_alone(backend):
     run(backend, request([user("hello", item_id="u1")], session_id="oob"))
-    before = backend.cached_keys("oob")
+    before = state.cached_keys(backend, "oob")
     _, done = run(backend, request([user("hello", item_id="u1")], session_id="oob", use_session_cache=False))
     assert done.usage.cached_tokens == 0
-    assert backend.cached_keys("oob") == before
+    assert state.cached_keys(backend, "oob") == before
 
 
 def cache_arrays(snapshot) -> list[np.ndarray]:
@@ -337,7 +338,7 @@ def test_snapshot_restore_is_exact(backend):
     opening = [user(long_text, item_id="u1")]
 
     def follow_up(session_id):
-        said = backend.reply(session_id, "opening").text
+        said = state.reply(backend, session_id, "opening").text
         return request(
             [*opening, Turn("assistant", (TextPart(said),), "opening"), user("more", item_id="u2")],
             session_id=session_id,
@@ -348,16 +349,17 @@ def test_snapshot_restore_is_exact(backend):
     reference = follow_up("snap-reference")
     run(backend, reference)
 
-    snapshot = backend.snapshot("snap")
+    snapshot = state.snapshot(backend, "snap")
     saved = cache_arrays(snapshot)
     # Decoding writes single tokens into the rotating buffer in place, past its window.
     run(backend, follow_up("snap"))
-    assert len(backend.cached_keys("snap")) > len(snapshot.keys)
+    assert len(state.cached_keys(backend, "snap")) > len(snapshot.keys)
     assert all(np.array_equal(a, b) for a, b in zip(cache_arrays(snapshot), saved, strict=True))
-    backend.restore("snap", snapshot)
-    assert backend.cached_keys("snap") == snapshot.keys
+    state.restore(backend, "snap", snapshot)
+    assert state.cached_keys(backend, "snap") == snapshot.keys
     assert all(
-        np.array_equal(a, b) for a, b in zip(cache_arrays(backend.snapshot("snap")), saved, strict=True)
+        np.array_equal(a, b)
+        for a, b in zip(cache_arrays(state.snapshot(backend, "snap")), saved, strict=True)
     )
 
     second = follow_up("snap")

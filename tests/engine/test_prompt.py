@@ -3,9 +3,10 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import build_demo_model
-from realtime.engine.media import MediaEncoder
+from realtime.engine.gemma4.chat_format import ChatTokens, PromptRenderer
+from realtime.engine.gemma4.media import MediaEncoder
 from realtime.engine.port import AudioPart, ImagePart, TextPart, Turn
-from realtime.engine.prompt import ChatTokens, PromptRenderer, Reply
+from realtime.engine.prompt import Reply
 
 # Builds the demo checkpoint (with MLX weights) for its processor files.
 pytestmark = pytest.mark.slow
@@ -65,7 +66,7 @@ def test_a_multimodal_conversation_renders_as_the_chat_template_and_processor_do
     ]
     prompt = renderer.render("be brief", turns, {})
     assert list(prompt.ids) == template_ids(processor, messages, [image], [audio])
-    assert [(s.part.key, s.n_tokens) for s in prompt.media] == [("img", 63), ("clip", 38)]
+    assert [(s.part.key, s.n_tokens) for s in prompt.media] == [("img", 63), ("clip/0", 38)]
     image_span = prompt.media[0]
     assert prompt.keys[image_span.start : image_span.start + 2] == (("img", 0), ("img", 1))
 
@@ -98,3 +99,20 @@ def test_rendering_is_deterministic_and_media_keys_carry_identity(renderer, imag
     assert (render("a").ids, render("a").keys) == (render("a").ids, render("a").keys)
     assert render("a").ids == render("b").ids
     assert render("a").keys != render("b").keys
+
+
+def test_audio_over_30_s_renders_as_consecutive_clips_keyed_by_their_place(renderer):
+    # 70 s of audio: two full 30 s clips of 750 tokens, then 10 s of 250; the session sends one part.
+    samples = np.arange(70 * 16_000, dtype=np.float32) / 1e7
+    turn = Turn("user", (AudioPart(samples, "u1/0"), TextPart("and this?")), "u1")
+    prompt = renderer.render("", [turn], {})
+    assert [(s.part.key, s.n_tokens) for s in prompt.media] == [
+        ("u1/0/0", 750),
+        ("u1/0/1", 750),
+        ("u1/0/2", 250),
+    ]
+    # Each clip's soft tokens sit between their own begin and end markers, in order, holding its samples.
+    assert [len(s.part.samples) for s in prompt.media] == [480_000, 480_000, 160_000]
+    assert np.array_equal(np.concatenate([s.part.samples for s in prompt.media]), samples)
+    ends = [s.start + s.n_tokens for s in prompt.media]
+    assert all(prompt.media[i + 1].start == ends[i] + 2 for i in range(2))

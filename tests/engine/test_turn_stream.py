@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from realtime.engine.demo_model import ensure_demo_model
-from realtime.engine.loading import load_model
+from realtime.engine.gemma4.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
     ENGINE_SAMPLE_RATE_HZ,
@@ -28,6 +28,7 @@ from realtime.engine.port import (
 from realtime.engine.worker import EngineWorker
 from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool
+from tests.engine import backend_state as state
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,7 @@ def request(session_id: str, turns, max_tokens: int = MAX_TOKENS, output_item_id
 def answer(backend: MlxBackend, req: GenerationRequest) -> tuple[GenerationDone, list[int]]:
     outputs = list(backend.generate(req, lambda: False))
     assert isinstance(outputs[-1], GenerationDone) and outputs[-1].stop_reason != "error"
-    return outputs[-1], list(backend.reply(req.session_id, req.output_item_id).token_ids)
+    return outputs[-1], list(state.reply(backend, req.session_id, req.output_item_id).token_ids)
 
 
 def answered_first_turn(backend: MlxBackend, session_id: str) -> tuple[Turn, ...]:
@@ -88,12 +89,12 @@ def answered_first_turn(backend: MlxBackend, session_id: str) -> tuple[Turn, ...
     # The same answer id in every session, so that each replays its own tokens for it.
     req = request(session_id, [first], output_item_id="first-answer")
     answer(backend, req)
-    said = backend.reply(session_id, req.output_item_id).text
+    said = state.reply(backend, session_id, req.output_item_id).text
     return first, Turn("assistant", (TextPart(said),), req.output_item_id)
 
 
 def spoken_turn(samples: np.ndarray, images=()) -> Turn:
-    return Turn("user", (*images, AudioPart(samples, f"{SPOKEN_ITEM}/{len(images)}/0")), SPOKEN_ITEM)
+    return Turn("user", (*images, AudioPart(samples, f"{SPOKEN_ITEM}/{len(images)}")), SPOKEN_ITEM)
 
 
 def stream(backend: MlxBackend, session_id: str, history, turn: Turn, n_samples: int) -> None:
@@ -142,8 +143,8 @@ def test_only_the_tail_is_left_to_prefill_when_the_user_stops(backends, speech):
     n_remainder = 100 * ENGINE_SAMPLE_RATE_HZ // 1000
     stream(backend, "tail", history, turn, len(speech) - n_remainder)
     req = request("tail", [*history, turn])
-    prompt = backend.render_prompt(req)
-    held = backend.cached_keys("tail")
+    prompt = state.render_prompt(backend, req)
+    held = state.cached_keys(backend, "tail")
     assert held == prompt.keys[: len(held)]
     done, _ = answer(backend, req)
 
@@ -161,15 +162,15 @@ def test_abandoned_turn_leaves_the_cache_exactly_as_before(backends, speech):
     backend = backends("gemma4")
     history = answered_first_turn(backend, "abandoned")
     answered_first_turn(backend, "never-streamed")
-    before = backend.snapshot("abandoned")
+    before = state.snapshot(backend, "abandoned")
     saved = cache_arrays(before)
     stream(backend, "abandoned", history, spoken_turn(speech), len(speech))
     # The turn went in, past the 128-token sliding window: no trim could undo it, only the snapshot.
-    assert len(backend.cached_keys("abandoned")) > len(before.keys) + 128
+    assert len(state.cached_keys(backend, "abandoned")) > len(before.keys) + 128
 
     backend.abandon_audio_turn("abandoned")
-    assert backend.cached_keys("abandoned") == before.keys
-    restored = cache_arrays(backend.snapshot("abandoned"))
+    assert state.cached_keys(backend, "abandoned") == before.keys
+    restored = cache_arrays(state.snapshot(backend, "abandoned"))
     assert all(np.array_equal(a, b) for a, b in zip(restored, saved, strict=True))
 
     follow_up = [*history, Turn("user", (TextPart("tell me more"),), "typed-again")]
@@ -204,10 +205,10 @@ def test_a_request_that_does_not_continue_the_turn_rolls_it_back(backends, speec
     assert streamed_ids == reference_ids
     assert streamed.usage.cached_tokens == reference.usage.cached_tokens
     # The stream is over: later audio for it changes nothing.
-    before = backend.cached_keys(sessions["streamed"])
+    before = state.cached_keys(backend, sessions["streamed"])
     for _ in backend.append_audio_turn(sessions["streamed"], speech[:16_000]):
         pass
-    assert backend.cached_keys(sessions["streamed"]) == before
+    assert state.cached_keys(backend, sessions["streamed"]) == before
 
 
 class OrderedBackend(MlxBackend):

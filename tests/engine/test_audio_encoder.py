@@ -4,9 +4,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from realtime.engine.audio_stream import IncrementalAudioEncoder, expected_n_tokens
 from realtime.engine.demo_model import build_demo_model
-from realtime.engine.loading import load_model
+from realtime.engine.gemma4.audio_encoder import IncrementalAudioEncoder, expected_n_tokens
+from realtime.engine.gemma4.loading import load_model
 from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 from tests.audio.speech import spoken_sentences
 from tests.conftest import require_tool

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.core as mx
 import numpy as np
 
-# The processor's feature extractor cuts clips at 30 s by default, as the session splits them.
-from .port import MAX_CLIP_N_SAMPLES
+from ..port import ENGINE_SAMPLE_RATE_HZ
+from .loading import LoadedModel
+
+# Gemma 4 hears at most 30 s per audio clip (750 tokens of 40 ms); the processor's feature extractor cuts
+# clips there too, and the chat format splits longer audio into clips of this length.
+MAX_CLIP_N_SAMPLES = 30 * ENGINE_SAMPLE_RATE_HZ
 
 # Two stride-2 subsampling convolutions: one encoder frame (one audio token) per four mel hops.
 _MEL_HOPS_PER_FRAME = 4
@@ -19,6 +23,14 @@ def expected_n_tokens(processor: Any, n_samples: int) -> int:
     # The processor's own float arithmetic, not ceil(n / 640): the two differ at 257,920 and 260,480 samples.
     duration_ms = n_samples / processor.feature_extractor.sampling_rate * 1000.0
     return min(math.ceil(duration_ms / processor.audio_ms_per_token), processor.audio_seq_length)
+
+
+class AudioStreamEncoder(Protocol):
+    n_tokens_emitted: int
+
+    def push(self, samples_16k: np.ndarray) -> mx.array: ...
+
+    def finish(self) -> mx.array: ...
 
 
 class IncrementalAudioEncoder:
@@ -127,3 +139,54 @@ class IncrementalAudioEncoder:
 
     def _no_rows(self, n_rows: int = 0) -> mx.array:
         return mx.zeros((n_rows, self._embed_audio.embedding_projection.weight.shape[0]))
+
+
+class FrameAudioEncoder:
+    """gemma4_unified's audio input, incrementally: with no encoder, each 640 samples are projected into one
+    token on their own, so a row is final as soon as its samples are in; the last one is zero-padded."""
+
+    def __init__(self, model: Any, processor: Any) -> None:
+        self._embed_audio = model.embed_audio
+        self._processor = processor
+        self._samples_per_token = processor.feature_extractor.audio_samples_per_token
+        self._pending = np.zeros(0, np.float32)
+        self._n_samples = 0
+        self._first_row: mx.array | None = None
+        self.n_tokens_emitted = 0
+
+    def push(self, samples_16k: np.ndarray) -> mx.array:
+        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
+        self._n_samples += n_new
+        self._pending = np.concatenate([self._pending, np.asarray(samples_16k[:n_new], np.float32)])
+        n_rows = len(self._pending) // self._samples_per_token
+        rows = self._pending[: n_rows * self._samples_per_token]
+        self._pending = self._pending[len(rows) :]
+        return self._emit(rows.reshape(n_rows, self._samples_per_token))
+
+    def finish(self) -> mx.array:
+        n_tokens = expected_n_tokens(self._processor, self._n_samples)
+        padded = np.pad(self._pending, (0, (-len(self._pending)) % self._samples_per_token))
+        self._pending = padded[:0]
+        rows = [self._emit(padded.reshape(-1, self._samples_per_token))]
+        n_missing = n_tokens - self.n_tokens_emitted
+        if n_missing > 0 and self._first_row is not None:
+            # As MediaEncoder mirrors mlx-vlm: a token the processor counts beyond the rows gets row 0 again.
+            rows.append(mx.repeat(self._first_row, n_missing, axis=0))
+            self.n_tokens_emitted += n_missing
+        return mx.concatenate(rows)
+
+    def _emit(self, samples: np.ndarray) -> mx.array:
+        if not len(samples):
+            return mx.zeros((0, self._embed_audio.embedding_projection.weight.shape[0]))
+        rows = self._embed_audio(mx.array(samples)[None])[0]
+        mx.eval(rows)
+        if self._first_row is None and rows.shape[0]:
+            self._first_row = rows[:1]
+        self.n_tokens_emitted += rows.shape[0]
+        return rows
+
+
+def stream_encoder(loaded: LoadedModel) -> AudioStreamEncoder:
+    if loaded.model_type == "gemma4_unified":
+        return FrameAudioEncoder(loaded.model, loaded.processor)
+    return IncrementalAudioEncoder(loaded.model, loaded.processor)

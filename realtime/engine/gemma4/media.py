@@ -7,8 +7,8 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from .audio_stream import expected_n_tokens
-from .port import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart
+from ..port import ENGINE_SAMPLE_RATE_HZ, AudioPart, ImagePart
+from .audio_encoder import expected_n_tokens
 
 MediaPart = AudioPart | ImagePart
 
@@ -17,7 +17,7 @@ class MediaEncoder:
     """Counts and computes the soft-token rows of one image or audio clip, as mlx-vlm 0.7.10 scatters them.
 
     Each clip is encoded on its own: mlx-vlm's batched multi-clip path gives a shorter clip before a
-    longer one wrong embeddings (FACTS.md), and a single clip is also what the prefix cache wants.
+    longer one wrong embeddings, and a single clip is also what the prefix cache wants.
     """
 
     def __init__(self, model: Any, processor: Any, model_type: str) -> None:
