@@ -11,7 +11,6 @@ import logging
 import os
 import queue
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,9 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SERVER_START_TIMEOUT_S = 300
+TIMEOUT_S = 120
+RATE_HZ = 24000  # the clients' PCM16 rate
 LISTENING = re.compile(r"mlx-realtime listening on http://([^\s]+)")
 
 
@@ -117,16 +119,6 @@ def client_error_logs() -> Iterator[list[logging.LogRecord]]:
         root.removeHandler(handler)
 
 
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"`{name}` is not installed (apt-get install {name})"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def spoken_pcm16(text: str, rate_hz: int) -> bytes:
     """espeak-ng speech as raw PCM16 mono at rate_hz, converted by sox (no server code here)."""
     espeak, sox = require_tool("espeak-ng"), require_tool("sox")
@@ -150,6 +142,11 @@ def spoken_pcm16(text: str, rate_hz: int) -> bytes:
         "-",
     ]
     return subprocess.run(command, input=wav, capture_output=True, check=True).stdout
+
+
+def spoken_turn(text: str) -> bytes:
+    """One user turn as 24 kHz PCM16: a little silence, the sentence, then enough silence for any VAD."""
+    return silence_pcm16(300, RATE_HZ) + spoken_pcm16(text, RATE_HZ) + silence_pcm16(1500, RATE_HZ)
 
 
 def silence_pcm16(duration_ms: int, rate_hz: int) -> bytes:

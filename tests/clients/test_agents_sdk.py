@@ -9,15 +9,14 @@ from agents.realtime import RealtimeAgent, RealtimeRunner
 
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
+    RATE_HZ,
+    TIMEOUT_S,
     assert_answer_finished,
-    silence_pcm16,
-    spoken_pcm16,
+    spoken_turn,
     unexpected,
 )
 
 pytestmark = pytest.mark.usefixtures("server_errors")
-TIMEOUT_S = 120
-RATE_HZ = 24000
 CHUNK_N_BYTES = 2 * RATE_HZ * 40 // 1000
 
 
@@ -70,8 +69,7 @@ async def test_a_text_turn_completes(server, client_error_logs):
 
 
 async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, client_error_logs):
-    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Where is the nearest train station?", RATE_HZ)
-    audio += silence_pcm16(1500, RATE_HZ)
+    audio = spoken_turn("Where is the nearest train station?")
     async with await open_session(server) as session:
         for start in range(0, len(audio), CHUNK_N_BYTES):
             await session.send_audio(audio[start : start + CHUNK_N_BYTES])

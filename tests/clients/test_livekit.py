@@ -15,15 +15,14 @@ from livekit.plugins import openai as lk_openai
 
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
+    RATE_HZ,
+    TIMEOUT_S,
     assert_answer_finished,
-    silence_pcm16,
-    spoken_pcm16,
+    spoken_turn,
     unexpected,
 )
 
 pytestmark = pytest.mark.usefixtures("server_errors")
-TIMEOUT_S = 120
-RATE_HZ = 24000
 FRAME_MS = 20
 
 
@@ -54,6 +53,15 @@ async def read_text(generation: llm.GenerationCreatedEvent) -> str:
     return "".join(parts)
 
 
+async def assert_clean_answer(generation: llm.GenerationCreatedEvent, recorder: Recorder, error_logs) -> None:
+    """The generation's text streams in full, the response finishes, and nothing reports an error."""
+    text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
+    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
+    assert not recorder.errors and not unexpected(error_logs)
+    assert_answer_finished(done["response"])
+    assert text and text == recorder.text()
+
+
 @pytest.fixture
 async def session(server):
     model = lk_openai.realtime.RealtimeModel(base_url=server.http_url, modalities=["text"], api_key="unused")
@@ -70,11 +78,7 @@ async def test_generate_reply_after_a_chat_context_completes(session, client_err
     chat_ctx.add_message(role="user", content="Hello there!")
     await session.update_chat_ctx(chat_ctx)
     generation = await asyncio.wait_for(session.generate_reply(), TIMEOUT_S)
-    text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
-    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
-    assert not recorder.errors and not unexpected(client_error_logs)
-    assert_answer_finished(done["response"])
-    assert text and text == recorder.text()
+    await assert_clean_answer(generation, recorder, client_error_logs)
     assert generation.user_initiated
 
 
@@ -82,18 +86,13 @@ async def test_an_audio_turn_pushed_with_server_vad_completes(session, client_er
     recorder = Recorder(session)
     generations: asyncio.Queue[llm.GenerationCreatedEvent] = asyncio.Queue()
     session.on("generation_created", generations.put_nowait)
-    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("What is the weather like today?", RATE_HZ)
-    audio += silence_pcm16(1500, RATE_HZ)
+    audio = spoken_turn("What is the weather like today?")
     frame_n_bytes = 2 * RATE_HZ * FRAME_MS // 1000
     for start in range(0, len(audio) - frame_n_bytes + 1, frame_n_bytes):
         samples = audio[start : start + frame_n_bytes]
         session.push_audio(rtc.AudioFrame(samples, RATE_HZ, 1, len(samples) // 2))
     generation = await asyncio.wait_for(generations.get(), TIMEOUT_S)
-    text = await asyncio.wait_for(read_text(generation), TIMEOUT_S)
-    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
-    assert not recorder.errors and not unexpected(client_error_logs)
-    assert_answer_finished(done["response"])
-    assert text and text == recorder.text()
+    await assert_clean_answer(generation, recorder, client_error_logs)
     types = [e["type"] for e in recorder.raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
     assert not generation.user_initiated

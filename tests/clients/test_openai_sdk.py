@@ -9,10 +9,14 @@ from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from tests.clients.conftest import ANSWER_CAP_TOKENS, assert_answer_finished, silence_pcm16, spoken_pcm16
+from tests.clients.conftest import (
+    ANSWER_CAP_TOKENS,
+    RATE_HZ,
+    assert_answer_finished,
+    spoken_turn,
+)
 
 pytestmark = pytest.mark.usefixtures("server_errors")
-RATE_HZ = 24000
 CHUNK_N_BYTES = 2 * RATE_HZ * 40 // 1000
 SERVER_EVENT = TypeAdapter(RealtimeServerEvent)
 
@@ -37,6 +41,11 @@ def assert_clean_answer(events: list[dict]) -> None:
     assert text and done["output"][0]["content"][0]["text"] == text
 
 
+async def start_text_session(connection) -> None:
+    session = {"type": "realtime", "output_modalities": ["text"], "max_output_tokens": ANSWER_CAP_TOKENS}
+    await connection.session.update(session=session)
+
+
 def open_connection(server):
     client = AsyncOpenAI(base_url=server.http_url, api_key="unused")
     return client.realtime.connect(model="gemma-4")
@@ -44,13 +53,7 @@ def open_connection(server):
 
 async def test_a_text_turn(server):
     async with open_connection(server) as connection:
-        await connection.session.update(
-            session={
-                "type": "realtime",
-                "output_modalities": ["text"],
-                "max_output_tokens": ANSWER_CAP_TOKENS,
-            }
-        )
+        await start_text_session(connection)
         await connection.conversation.item.create(
             item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello!"}]}
         )
@@ -59,16 +62,9 @@ async def test_a_text_turn(server):
 
 
 async def test_an_audio_turn_with_server_vad(server):
-    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Turn on the lights in the kitchen.", RATE_HZ)
-    audio += silence_pcm16(1500, RATE_HZ)
+    audio = spoken_turn("Turn on the lights in the kitchen.")
     async with open_connection(server) as connection:
-        await connection.session.update(
-            session={
-                "type": "realtime",
-                "output_modalities": ["text"],
-                "max_output_tokens": ANSWER_CAP_TOKENS,
-            }
-        )
+        await start_text_session(connection)
         for start in range(0, len(audio), CHUNK_N_BYTES):
             chunk = base64.b64encode(audio[start : start + CHUNK_N_BYTES]).decode()
             await connection.input_audio_buffer.append(audio=chunk)

@@ -26,13 +26,12 @@ from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     DEMO_MODEL_ENDS_TURNS,
-    silence_pcm16,
-    spoken_pcm16,
+    RATE_HZ,
+    TIMEOUT_S,
+    spoken_turn,
 )
 
 pytestmark = pytest.mark.usefixtures("server_errors")
-TIMEOUT_S = 120
-RATE_HZ = 24000
 FRAME_MS = 20
 
 
@@ -132,8 +131,7 @@ async def test_a_text_context_gets_an_answer(server, loguru_errors):
 
 async def test_audio_frames_with_server_vad_get_an_answer(server, loguru_errors):
     service, items = realtime_service(server)
-    audio = silence_pcm16(300, RATE_HZ) + spoken_pcm16("Please tell me a short story.", RATE_HZ)
-    audio += silence_pcm16(1500, RATE_HZ)
+    audio = spoken_turn("Please tell me a short story.")
     frame_n_bytes = 2 * RATE_HZ * FRAME_MS // 1000
     frames = [
         InputAudioRawFrame(audio=audio[start : start + frame_n_bytes], sample_rate=RATE_HZ, num_channels=1)
