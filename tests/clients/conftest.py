@@ -91,10 +91,11 @@ def server() -> Iterator[RunningServer]:
 
 @pytest.fixture
 def server_errors(server: RunningServer) -> Iterator[None]:
-    """Fails the test if the server logged an error or a traceback while it ran."""
+    """Fails the test if the server refused a client event, or logged an error or a traceback."""
     start = len(server.log_lines)
     yield
-    logged = [line for line in server.log_lines[start:] if " ERROR " in line or "Traceback" in line]
+    markers = (" ERROR ", "Traceback", "refused a client event")
+    logged = [line for line in server.log_lines[start:] if any(marker in line for marker in markers)]
     assert not logged, "the server logged errors:\n" + "\n".join(logged)
 
 

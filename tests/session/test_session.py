@@ -258,6 +258,13 @@ def test_bad_input_is_an_error_event_and_the_session_goes_on(message, code, para
     assert commands[0].request.turns[0].parts[0].text == "kept"
 
 
+def test_a_refused_client_event_is_logged_with_its_code(caplog):
+    session = make_session()
+    with caplog.at_level("INFO", logger="realtime.session.session"):
+        drive(session, {"type": "response.create", "response": {"instructions": 3}})
+    assert "refused a client event: invalid_type (param response.instructions)" in caplog.text
+
+
 def test_response_create_while_one_is_active():
     session = make_session()
     drive(session, user_text("x"), {"type": "response.create"})
