@@ -96,3 +96,18 @@ async def test_an_audio_turn_pushed_with_server_vad_completes(session, client_er
     types = [e["type"] for e in recorder.raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
     assert not generation.user_initiated
+
+
+async def test_a_video_frame_then_generate_reply_completes(session, client_error_logs):
+    recorder = Recorder(session)
+    width, height = 64, 48
+    rgba = bytes([30, 30, 200, 255]) * (width * height)
+    session.push_video(rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, rgba))
+    chat_ctx = session.chat_ctx.copy()
+    chat_ctx.add_message(role="user", content="What colour is the picture?")
+    await session.update_chat_ctx(chat_ctx)
+    generation = await asyncio.wait_for(session.generate_reply(), TIMEOUT_S)
+    await assert_clean_answer(generation, recorder, client_error_logs)
+    added = [e["item"] for e in recorder.raw if e["type"] == "conversation.item.added"]
+    user_parts = [part["type"] for item in added if item["role"] == "user" for part in item["content"]]
+    assert "input_image" in user_parts and "input_text" in user_parts

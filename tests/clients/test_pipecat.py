@@ -10,6 +10,7 @@ from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
     InputAudioRawFrame,
+    InputImageRawFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMTextFrame,
@@ -74,6 +75,7 @@ class AssistantItems(list):
     def __init__(self) -> None:
         super().__init__()
         self.reported_twice = asyncio.Event()
+        self.user_parts: list[str] = []  # content part types of the user items the server echoed
 
 
 def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
@@ -84,6 +86,11 @@ def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
         settings=OpenAIRealtimeLLMService.Settings(model="gemma-4", session_properties=properties),
     )
     items = AssistantItems()
+
+    @service.event_handler("on_conversation_item_created")
+    async def on_item_created(service, item_id, item):
+        if item.role == "user":
+            items.user_parts += [part.type for part in item.content or []]
 
     @service.event_handler("on_conversation_item_updated")
     async def on_item_updated(service, item_id, item):
@@ -140,3 +147,15 @@ async def test_audio_frames_with_server_vad_get_an_answer(server, loguru_errors)
     upstream, downstream = await run_until_answered(service, items, frames)
     assert_clean_answer(upstream, downstream, items, loguru_errors)
     assert upstream.heard_speech or downstream.heard_speech
+
+
+async def test_a_camera_frame_then_a_question_gets_an_answer(server, loguru_errors):
+    service, items = realtime_service(server)
+    width, height = 64, 48
+    frame = InputImageRawFrame(
+        image=bytes([200, 30, 30]) * (width * height), size=(width, height), format="RGB"
+    )
+    context = LLMContext(messages=[{"role": "user", "content": "What colour is the picture?"}])
+    upstream, downstream = await run_until_answered(service, items, [frame, LLMContextFrame(context)])
+    assert_clean_answer(upstream, downstream, items, loguru_errors)
+    assert "input_image" in items.user_parts and "input_text" in items.user_parts
