@@ -17,12 +17,12 @@ from pipecat.frames.frames import (
     ProposedUserStartedSpeakingFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineTask
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
+from pipecat.workers.runner import WorkerRunner
 
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
@@ -106,15 +106,17 @@ async def run_until_answered(
     service: OpenAIRealtimeLLMService, items: AssistantItems, frames: list[Frame]
 ) -> tuple[Recorder, Recorder]:
     upstream, downstream = Recorder(), Recorder()
-    task = PipelineTask(Pipeline([upstream, service, downstream]))
-    runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(task))
+    worker = PipelineWorker(Pipeline([upstream, service, downstream]))
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    running = asyncio.create_task(runner.run())
     try:
-        await task.queue_frames(frames)
+        await worker.queue_frames(frames)
         await asyncio.wait_for(downstream.answered.wait(), TIMEOUT_S)
         await asyncio.wait_for(items.reported_twice.wait(), TIMEOUT_S)
     finally:
-        await task.cancel()
-        await asyncio.wait_for(runner, TIMEOUT_S)
+        await worker.cancel()
+        await asyncio.wait_for(running, TIMEOUT_S)
     return upstream, downstream
 
 
