@@ -155,10 +155,14 @@ def silence_pcm16(duration_ms: int, rate_hz: int) -> bytes:
 
 
 # The demo model on main does not end its turns yet (issue 16's demo-model work): until it does,
-# each client caps its answers, and a capped answer (`incomplete`, `max_output_tokens`) stands in
-# for `completed`. Flip this once main's demo model ends its turns; then only `completed` passes.
+# each client caps its answers short, and a capped answer (`incomplete`, `max_output_tokens`)
+# stands in for `completed`. Flip this once main's demo model ends its turns (after ~10-65 tokens):
+# then the cap is only a guard well above that, and only `completed` passes.
 DEMO_MODEL_ENDS_TURNS = False
-ANSWER_CAP_TOKENS = 16
+ANSWER_CAP_TOKENS = 256 if DEMO_MODEL_ENDS_TURNS else 16
+# Input transcription by the loaded model is issue 16's transcribe work, not yet on main: the audio
+# tests ask for transcripts the way each client does, and check them once this is flipped.
+SERVER_TRANSCRIBES = False
 
 
 def assert_answer_finished(response: dict) -> None:

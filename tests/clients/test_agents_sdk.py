@@ -10,6 +10,7 @@ from agents.realtime import RealtimeAgent, RealtimeRunner
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     RATE_HZ,
+    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     assert_answer_finished,
     spoken_turn,
@@ -24,16 +25,18 @@ def is_raw(event) -> bool:
     return event.type == "raw_model_event"
 
 
-async def _run_until_turn_ends(session) -> tuple[list, list]:
-    """All session events up to the end of the first turn, and the raw server events among them."""
-    events, raw = [], []
+async def _run_until(session, *model_event_types: str) -> tuple[list, list]:
+    """All session events until each model event type has come, and the raw server events among them."""
+    events, raw, waiting = [], [], set(model_event_types)
     async for event in session:
         events.append(event)
         if is_raw(event) and event.data.type == "raw_server_event":
             raw.append(event.data.data)
-        if is_raw(event) and event.data.type == "turn_ended":
-            return events, raw
-    raise AssertionError("the session ended before the turn did")
+        if is_raw(event):
+            waiting.discard(event.data.type)
+            if not waiting:
+                return events, raw
+    raise AssertionError(f"the session ended before {waiting}")
 
 
 async def open_session(server):
@@ -64,7 +67,7 @@ def assert_clean_turn(session, events: list, raw: list[dict], client_error_logs:
 async def test_a_text_turn_completes(server, client_error_logs):
     async with await open_session(server) as session:
         await session.send_message("Hello there!")
-        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+        events, raw = await asyncio.wait_for(_run_until(session, "turn_ended"), TIMEOUT_S)
     assert_clean_turn(session, events, raw, client_error_logs)
 
 
@@ -73,7 +76,16 @@ async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, cli
     async with await open_session(server) as session:
         for start in range(0, len(audio), CHUNK_N_BYTES):
             await session.send_audio(audio[start : start + CHUNK_N_BYTES])
-        events, raw = await asyncio.wait_for(_run_until_turn_ends(session), TIMEOUT_S)
+        # The SDK asks for input transcription by default (its DEFAULT_MODEL_SETTINGS).
+        awaited = (
+            ["turn_ended", "input_audio_transcription_completed"] if SERVER_TRANSCRIBES else ["turn_ended"]
+        )
+        events, raw = await asyncio.wait_for(_run_until(session, *awaited), TIMEOUT_S)
     assert_clean_turn(session, events, raw, client_error_logs)
+    if SERVER_TRANSCRIBES:
+        (transcribed,) = [
+            e for e in raw if e["type"] == "conversation.item.input_audio_transcription.completed"
+        ]
+        assert transcribed["transcript"]
     types = [e["type"] for e in raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")

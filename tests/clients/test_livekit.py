@@ -16,6 +16,7 @@ from livekit.plugins import openai as lk_openai
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     RATE_HZ,
+    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     assert_answer_finished,
     spoken_turn,
@@ -33,8 +34,17 @@ class Recorder:
         self.raw: list[dict] = []
         self.errors: list[llm.RealtimeModelError] = []
         self.done: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+        self.transcribed: asyncio.Future[llm.InputTranscriptionCompleted] = (
+            asyncio.get_running_loop().create_future()
+        )
         session.on("openai_server_event_received", self._on_raw)
         session.on("error", self.errors.append)
+        session.on("input_audio_transcription_completed", self._on_transcribed)
+
+    def _on_transcribed(self, event: llm.InputTranscriptionCompleted) -> None:
+        # LiveKit reports each transcription delta under the same name, with is_final=False.
+        if event.is_final and not self.transcribed.done():
+            self.transcribed.set_result(event)
 
     def _on_raw(self, event: dict) -> None:
         self.raw.append(event)
@@ -96,6 +106,11 @@ async def test_an_audio_turn_pushed_with_server_vad_completes(session, client_er
     types = [e["type"] for e in recorder.raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
     assert not generation.user_initiated
+    if SERVER_TRANSCRIBES:  # LiveKit asks for transcripts by default and puts them in its context
+        transcribed = await asyncio.wait_for(recorder.transcribed, TIMEOUT_S)
+        assert transcribed.transcript
+        user_item = session.chat_ctx.get_by_id(transcribed.item_id)
+        assert user_item is not None and transcribed.transcript in user_item.text_content
 
 
 async def test_a_video_frame_then_generate_reply_completes(session, client_error_logs):

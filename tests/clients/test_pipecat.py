@@ -15,6 +15,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMTextFrame,
     ProposedUserStartedSpeakingFrame,
+    TranscriptionFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
@@ -28,6 +29,7 @@ from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     DEMO_MODEL_ENDS_TURNS,
     RATE_HZ,
+    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     spoken_turn,
 )
@@ -44,6 +46,8 @@ class Recorder(FrameProcessor):
         self.text: list[str] = []
         self.errors: list[ErrorFrame] = []
         self.heard_speech = False
+        self.transcripts: list[str] = []
+        self.transcribed = asyncio.Event()
         self.answered = asyncio.Event()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -52,6 +56,9 @@ class Recorder(FrameProcessor):
             self.text.append(frame.text)
         elif isinstance(frame, ErrorFrame):
             self.errors.append(frame)
+        elif isinstance(frame, TranscriptionFrame):
+            self.transcripts.append(frame.text)
+            self.transcribed.set()
         elif isinstance(frame, ProposedUserStartedSpeakingFrame):
             self.heard_speech = True
         elif isinstance(frame, LLMFullResponseEndFrame):
@@ -79,7 +86,13 @@ class AssistantItems(list):
 
 
 def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
-    properties = events.SessionProperties(output_modalities=["text"], max_output_tokens=ANSWER_CAP_TOKENS)
+    properties = events.SessionProperties(
+        output_modalities=["text"],
+        max_output_tokens=ANSWER_CAP_TOKENS,
+        audio=events.AudioConfiguration(
+            input=events.AudioInput(transcription=events.InputAudioTranscription())
+        ),
+    )
     service = OpenAIRealtimeLLMService(
         api_key="unused",
         base_url=server.ws_url,
@@ -103,8 +116,13 @@ def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
 
 
 async def run_until_answered(
-    service: OpenAIRealtimeLLMService, items: AssistantItems, frames: list[Frame]
+    service: OpenAIRealtimeLLMService,
+    items: AssistantItems,
+    frames: list[Frame],
+    *,
+    transcribed: bool = False,
 ) -> tuple[Recorder, Recorder]:
+    """Runs the pipeline until the answer is in (and, if asked, the user's transcript, sent upstream)."""
     upstream, downstream = Recorder(), Recorder()
     worker = PipelineWorker(Pipeline([upstream, service, downstream]))
     runner = WorkerRunner(handle_sigint=False)
@@ -114,6 +132,8 @@ async def run_until_answered(
         await worker.queue_frames(frames)
         await asyncio.wait_for(downstream.answered.wait(), TIMEOUT_S)
         await asyncio.wait_for(items.reported_twice.wait(), TIMEOUT_S)
+        if transcribed:
+            await asyncio.wait_for(upstream.transcribed.wait(), TIMEOUT_S)
     finally:
         await worker.cancel()
         await asyncio.wait_for(running, TIMEOUT_S)
@@ -146,9 +166,11 @@ async def test_audio_frames_with_server_vad_get_an_answer(server, loguru_errors)
         InputAudioRawFrame(audio=audio[start : start + frame_n_bytes], sample_rate=RATE_HZ, num_channels=1)
         for start in range(0, len(audio) - frame_n_bytes + 1, frame_n_bytes)
     ]
-    upstream, downstream = await run_until_answered(service, items, frames)
+    upstream, downstream = await run_until_answered(service, items, frames, transcribed=SERVER_TRANSCRIBES)
     assert_clean_answer(upstream, downstream, items, loguru_errors)
     assert upstream.heard_speech or downstream.heard_speech
+    if SERVER_TRANSCRIBES:
+        assert upstream.transcripts and upstream.transcripts[0]
 
 
 async def test_a_camera_frame_then_a_question_gets_an_answer(server, loguru_errors):
