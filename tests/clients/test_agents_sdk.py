@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from agents import function_tool
 from agents.realtime import RealtimeAgent, RealtimeRunner
 
 from tests.clients.conftest import (
@@ -12,7 +13,9 @@ from tests.clients.conftest import (
     RATE_HZ,
     SERVER_TRANSCRIBES,
     TIMEOUT_S,
+    TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
+    needs_tools,
     spoken_turn,
     unexpected,
 )
@@ -39,16 +42,24 @@ async def _run_until(session, *model_event_types: str) -> tuple[list, list]:
     raise AssertionError(f"the session ended before {waiting}")
 
 
-async def open_session(server):
-    agent = RealtimeAgent(name="assistant", instructions="Answer briefly.")
-    runner = RealtimeRunner(agent, config={"model_settings": {"output_modalities": ["text"]}})
-    return await runner.run(
-        model_config={
-            "url": f"{server.ws_url}?model=gemma-4",
-            "headers": {"Authorization": "Bearer unused"},
-            "initial_model_settings": {"max_output_tokens": ANSWER_CAP_TOKENS},
-        }
+async def open_session(server, **model_settings):
+    agent = RealtimeAgent(
+        name="assistant", instructions="Answer briefly.", tools=model_settings.pop("tools", [])
     )
+    settings = {"output_modalities": ["text"], "max_output_tokens": ANSWER_CAP_TOKENS, **model_settings}
+    runner = RealtimeRunner(agent, config={"model_settings": settings})
+    return await runner.run(
+        model_config={"url": f"{server.ws_url}?model=gemma-4", "headers": {"Authorization": "Bearer unused"}}
+    )
+
+
+async def _run_until_tool_ends(session) -> list:
+    events = []
+    async for event in session:
+        events.append(event)
+        if event.type == "tool_end":
+            return events
+    raise AssertionError("the session ended before the tool did")
 
 
 def assert_clean_turn(session, events: list, raw: list[dict], client_error_logs: list) -> str:
@@ -89,3 +100,24 @@ async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, cli
         assert transcribed["transcript"]
     types = [e["type"] for e in raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
+
+
+@needs_tools
+async def test_a_required_tool_is_called_and_its_result_sent_back(server, client_error_logs):
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """Look up today's weather in a city."""
+        cities.append(city)
+        return f"Sunny in {city}."
+
+    settings = {"tools": [get_weather], "tool_choice": "required", "max_output_tokens": TOOL_CALL_CAP_TOKENS}
+    async with await open_session(server, **settings) as session:
+        await session.send_message("What is the weather in Paris?")
+        # The SDK runs the tool and sends its output itself; the first tool_end is enough here.
+        events = await asyncio.wait_for(_run_until_tool_ends(session), TIMEOUT_S)
+    errors = [e for e in events if e.type == "error" or (is_raw(e) and e.data.type in ("error", "exception"))]
+    assert not errors and not unexpected(client_error_logs)
+    assert len(cities) == 1 and isinstance(cities[0], str)
+    assert [e.tool.name for e in events if e.type == "tool_start"] == ["get_weather"]

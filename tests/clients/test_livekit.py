@@ -7,10 +7,11 @@ itself, and the test plays the part AgentSession plays (chat context, generate_r
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from livekit import rtc
-from livekit.agents import llm
+from livekit.agents import function_tool, llm
 from livekit.plugins import openai as lk_openai
 
 from tests.clients.conftest import (
@@ -18,7 +19,9 @@ from tests.clients.conftest import (
     RATE_HZ,
     SERVER_TRANSCRIBES,
     TIMEOUT_S,
+    TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
+    needs_tools,
     spoken_turn,
     unexpected,
 )
@@ -126,3 +129,29 @@ async def test_a_video_frame_then_generate_reply_completes(session, client_error
     added = [e["item"] for e in recorder.raw if e["type"] == "conversation.item.added"]
     user_parts = [part["type"] for item in added if item["role"] == "user" for part in item["content"]]
     assert "input_image" in user_parts and "input_text" in user_parts
+
+
+@function_tool
+async def get_weather(city: str) -> str:
+    """Look up today's weather in a city."""
+    return f"Sunny in {city}."
+
+
+async def read_calls(generation: llm.GenerationCreatedEvent) -> list[llm.FunctionCall]:
+    return [call async for call in generation.function_stream]
+
+
+@needs_tools
+async def test_generate_reply_with_a_required_tool_streams_the_call(session, client_error_logs):
+    recorder = Recorder(session)
+    session.update_options(max_response_output_tokens=TOOL_CALL_CAP_TOKENS)
+    await session.update_tools([get_weather])
+    chat_ctx = session.chat_ctx.copy()
+    chat_ctx.add_message(role="user", content="What is the weather in Paris?")
+    await session.update_chat_ctx(chat_ctx)
+    generation = await asyncio.wait_for(session.generate_reply(tool_choice="required"), TIMEOUT_S)
+    (call,) = await asyncio.wait_for(read_calls(generation), TIMEOUT_S)
+    done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
+    assert not recorder.errors and not unexpected(client_error_logs)
+    assert done["response"]["status"] == "completed"
+    assert call.name == "get_weather" and isinstance(json.loads(call.arguments)["city"], str)
