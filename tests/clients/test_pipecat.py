@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
@@ -21,6 +24,7 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import FunctionCallParams
 from pipecat.services.openai.realtime import events
 from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
 from pipecat.workers.runner import WorkerRunner
@@ -31,6 +35,8 @@ from tests.clients.conftest import (
     RATE_HZ,
     SERVER_TRANSCRIBES,
     TIMEOUT_S,
+    TOOL_CALL_CAP_TOKENS,
+    needs_tools,
     spoken_turn,
 )
 
@@ -85,10 +91,11 @@ class AssistantItems(list):
         self.user_parts: list[str] = []  # content part types of the user items the server echoed
 
 
-def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
+def realtime_service(server, **session_properties) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
     properties = events.SessionProperties(
         output_modalities=["text"],
-        max_output_tokens=ANSWER_CAP_TOKENS,
+        max_output_tokens=session_properties.pop("max_output_tokens", ANSWER_CAP_TOKENS),
+        **session_properties,
         audio=events.AudioConfiguration(
             input=events.AudioInput(transcription=events.InputAudioTranscription())
         ),
@@ -115,14 +122,12 @@ def realtime_service(server) -> tuple[OpenAIRealtimeLLMService, AssistantItems]:
     return service, items
 
 
-async def run_until_answered(
+async def run_pipeline(
     service: OpenAIRealtimeLLMService,
-    items: AssistantItems,
     frames: list[Frame],
-    *,
-    transcribed: bool = False,
+    until: Callable[[Recorder, Recorder], list[asyncio.Event]],
 ) -> tuple[Recorder, Recorder]:
-    """Runs the pipeline until the answer is in (and, if asked, the user's transcript, sent upstream)."""
+    """Runs [upstream recorder, service, downstream recorder] until every event `until` names is set."""
     upstream, downstream = Recorder(), Recorder()
     worker = PipelineWorker(Pipeline([upstream, service, downstream]))
     runner = WorkerRunner(handle_sigint=False)
@@ -130,14 +135,27 @@ async def run_until_answered(
     running = asyncio.create_task(runner.run())
     try:
         await worker.queue_frames(frames)
-        await asyncio.wait_for(downstream.answered.wait(), TIMEOUT_S)
-        await asyncio.wait_for(items.reported_twice.wait(), TIMEOUT_S)
-        if transcribed:
-            await asyncio.wait_for(upstream.transcribed.wait(), TIMEOUT_S)
+        for event in until(upstream, downstream):
+            await asyncio.wait_for(event.wait(), TIMEOUT_S)
     finally:
         await worker.cancel()
         await asyncio.wait_for(running, TIMEOUT_S)
     return upstream, downstream
+
+
+async def run_until_answered(
+    service: OpenAIRealtimeLLMService,
+    items: AssistantItems,
+    frames: list[Frame],
+    *,
+    transcribed: bool = False,
+) -> tuple[Recorder, Recorder]:
+    """Until the answer is in (and, if asked, the user's transcript, which pipecat sends upstream)."""
+
+    def until(upstream: Recorder, downstream: Recorder) -> list[asyncio.Event]:
+        return [downstream.answered, items.reported_twice] + ([upstream.transcribed] if transcribed else [])
+
+    return await run_pipeline(service, frames, until)
 
 
 def assert_clean_answer(
@@ -183,3 +201,29 @@ async def test_a_camera_frame_then_a_question_gets_an_answer(server, loguru_erro
     upstream, downstream = await run_until_answered(service, items, [frame, LLMContextFrame(context)])
     assert_clean_answer(upstream, downstream, items, loguru_errors)
     assert "input_image" in items.user_parts and "input_text" in items.user_parts
+
+
+@needs_tools
+async def test_a_required_function_is_called_with_its_arguments(server, loguru_errors):
+    service, _ = realtime_service(server, tool_choice="required", max_output_tokens=TOOL_CALL_CAP_TOKENS)
+    called, cities = asyncio.Event(), []
+
+    async def get_weather(params: FunctionCallParams) -> None:
+        cities.append(params.arguments["city"])
+        called.set()
+        await params.result_callback({"weather": "sunny"})
+
+    service.register_function("get_weather", get_weather)
+    weather = FunctionSchema(
+        name="get_weather",
+        description="Look up today's weather in a city.",
+        properties={"city": {"type": "string"}},
+        required=["city"],
+    )
+    context = LLMContext(
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=ToolsSchema(standard_tools=[weather]),
+    )
+    upstream, downstream = await run_pipeline(service, [LLMContextFrame(context)], lambda up, down: [called])
+    assert not upstream.errors and not downstream.errors and not loguru_errors
+    assert len(cities) == 1 and isinstance(cities[0], str)
