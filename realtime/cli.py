@@ -15,7 +15,7 @@ from .session.settings import MAX_OUTPUT_TOKENS_LIMIT, SessionSettings
 
 if TYPE_CHECKING:
     # The server module pulls in the engine; `make-demo-model` and `--help` should not pay for it.
-    from .server import RealtimeServer
+    from .server import RealtimeServer, ServerConfig
 
 log = logging.getLogger("realtime")
 
@@ -64,6 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="require this key (Bearer header or browser subprotocol) (env MLX_REALTIME_API_KEY)",
     )
     serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        default=[o for o in (_env("ALLOWED_ORIGINS") or "").split(",") if o.strip()],
+        metavar="ORIGIN",
+        help="also accept browser pages from this origin (scheme://host[:port]; repeatable; '*' for any); "
+        "the server's own origin and loopback pages always are "
+        "(env MLX_REALTIME_ALLOWED_ORIGINS, comma-separated)",
+    )
+    serve.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=int(_env("MAX_MESSAGE_BYTES", str(16 * 1024 * 1024)) or 0),
+        help="largest client message; bigger ones close the connection with 1009 "
+        "(env MLX_REALTIME_MAX_MESSAGE_BYTES; default 16 MiB)",
+    )
+    serve.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        default=int(_env("MAX_INFLIGHT_BYTES", str(64 * 1024 * 1024)) or 0),
+        help="client bytes received but not yet handled, over all sessions; past it events are refused "
+        "with an error (env MLX_REALTIME_MAX_INFLIGHT_BYTES; default 64 MiB)",
+    )
+    serve.add_argument(
+        "--send-timeout",
+        dest="send_timeout_s",
+        type=float,
+        default=float(_env("SEND_TIMEOUT_S", "10") or 10),
+        help="seconds a send may stay blocked by a client that does not read before its answer is "
+        "cancelled and it is closed with 1008 (env MLX_REALTIME_SEND_TIMEOUT_S; default 10)",
+    )
+    serve.add_argument(
         "--instructions",
         default=_env("INSTRUCTIONS", SessionSettings.instructions),
         help="default system instructions (env MLX_REALTIME_INSTRUCTIONS)",
@@ -106,10 +138,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    # websockets logs every plain HTTP reply (static files, /healthz) as a "rejected" handshake.
-    logging.getLogger("websockets.server").setLevel(
-        max(logging.WARNING, logging.getLevelName(args.log_level))
-    )
     if args.command == "make-demo-model":
         from .engine.demo_model import build_demo_model
 
@@ -123,7 +151,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .engine.loading import resolve_model_path
     from .engine.mlx_backend import MlxBackend
     from .engine.worker import EngineWorker
-    from .server import RealtimeServer, ServerConfig
+    from .server import RealtimeServer
 
     if args.host not in LOOPBACK_HOSTS and not args.api_key:
         log.warning("serving on %s without --api-key: anyone who can reach it can use the model", args.host)
@@ -134,27 +162,46 @@ def _serve(args: argparse.Namespace) -> int:
             "pipeline works but its answers are random text. Pass --model for a real Gemma 4."
         )
     worker = EngineWorker(MlxBackend(model_path))
+    try:
+        server = RealtimeServer(_server_config(args), worker)
+    except ValueError as exc:  # a bad --allowed-origin or limit, before the model loads
+        log.error("%s", exc)
+        return 2
     log.info("loading %s", model_path)
     worker.start()
+    try:
+        asyncio.run(_run(server))
+    except KeyboardInterrupt:
+        pass
+    # Everything is closed and the engine thread joined. Skipping the interpreter's teardown keeps
+    # MLX's native state from being destroyed there, off its thread ("terminate called …", exit 134).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    from .server import ServerConfig
+
     defaults = SessionSettings(
         model=args.model or "gemma-4-demo",
         instructions=args.instructions,
         max_output_tokens=args.max_output_tokens,
     )
-    config = ServerConfig(
+    return ServerConfig(
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        allowed_origins=tuple(args.allowed_origins),
         max_sessions=args.max_sessions,
+        max_message_bytes=args.max_message_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        send_timeout_s=args.send_timeout_s,
         web_dir=args.web_dir,
         session_defaults=defaults,
         streaming_prefill=args.streaming_prefill,
     )
-    try:
-        asyncio.run(_run(RealtimeServer(config, worker)))
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 async def _run(server: RealtimeServer) -> None:
@@ -162,19 +209,17 @@ async def _run(server: RealtimeServer) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with server.running() as ws_server:
-        host, port = next(iter(ws_server.sockets)).getsockname()[:2]
-        url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        # Scripts and tests wait for this exact line on stdout.
-        print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
-        log.info(
-            "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime",
-            url_host,
-            port,
-            url_host,
-            port,
-        )
-        await stop.wait()
-        log.info("shutting down")
+    port = server.bind()
+    await server.serve()
+    url_host = "127.0.0.1" if server.config.host in ("0.0.0.0", "::") else server.config.host
+    # Scripts and tests wait for this exact line on stdout.
+    print(f"mlx-realtime listening on http://{url_host}:{port}", flush=True)
+    log.info(
+        "open http://%s:%s in a browser; WebSocket at ws://%s:%s/v1/realtime", url_host, port, url_host, port
+    )
+    await stop.wait()
+    log.info("shutting down: closing sessions")
+    await server.shutdown()
     # The engine stops while the loop still runs, so no output is sent to a closed loop.
     await asyncio.to_thread(server.engine.stop)
+    log.info("stopped")

@@ -1,36 +1,34 @@
-"""The thin transport: WebSocket and HTTP routes around sans-I/O sessions and the engine worker."""
+"""The thin transport: one aiohttp app serves the realtime WebSocket, /healthz and web/ on one port."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import mimetypes
+import socket
+import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from aiohttp import web
 
-from .engine.port import Engine, EngineCommand, EngineOutput, OutputSink
-from .protocol.codec import encode_server_event
+from .access import AccessPolicy, allowed_origin_set
+from .connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Connection, FlowLimits, InflightBudget
+from .engine.port import Engine
+from .protocol.errors import quote
 from .protocol.ids import IdFactory
 from .session.session import Session, SessionLimits
 from .session.settings import SessionSettings
 
 log = logging.getLogger(__name__)
 
-REALTIME_PATHS = {"/v1/realtime", "/realtime"}
-KEY_SUBPROTOCOL_PREFIX = "openai-insecure-api-key."
+REALTIME_PATHS = ("/v1/realtime", "/realtime")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,55 +36,107 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
+    # Browser origins allowed besides the server's own and loopback pages ("*" allows every origin).
+    allowed_origins: tuple[str, ...] = ()
     max_sessions: int = 16
-    # OpenAI allows 15 MiB per append; larger frames still arrive so an oversized image gets an error event.
-    max_message_bytes: int = 64 * 1024 * 1024
+    # A 10 MiB image is ~14 MB of base64 and OpenAI allows 15 MiB per append: 16 MiB holds either.
+    max_message_bytes: int = 16 * MIB
+    # Client bytes received but not yet handled, summed over all sessions; past it events are refused.
+    max_inflight_bytes: int = 64 * MIB
+    # A send blocked this long (the client does not read) cancels the answer and drops the connection.
+    send_timeout_s: float = 10.0
+    # Keepalive: a ping this often; no pong within half of it closes the connection.
+    ping_interval_s: float | None = 20.0
+    # A connection that has not sent a whole request by then (or sits idle between HTTP requests) is closed.
+    request_timeout_s: float = 10.0
     web_dir: Path = WEB_DIR
     session_defaults: SessionSettings = field(default_factory=SessionSettings)
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
     streaming_prefill: bool = True
     limits: SessionLimits = field(default_factory=SessionLimits)
-
-
-_CLOSED = object()
+    ssl_context: ssl.SSLContext | None = None
 
 
 class RealtimeServer:
-    def __init__(self, config: ServerConfig, engine: Engine) -> None:
+    """More routes go on `app.router` (or in `extra_routes`) before `serve()`; they win over static files."""
+
+    def __init__(
+        self, config: ServerConfig, engine: Engine, *, extra_routes: Iterable[web.AbstractRouteDef] = ()
+    ) -> None:
+        if config.max_inflight_bytes < config.max_message_bytes:
+            raise ValueError(
+                "max_inflight_bytes must be at least max_message_bytes, or large messages never pass"
+            )
         self.config = config
         self.engine = engine
+        self._access = AccessPolicy(config.api_key, allowed_origin_set(config.allowed_origins))
+        self._budget = InflightBudget(config.max_inflight_bytes)
         self._ids = IdFactory()
-        self._sessions: set[str] = set()
+        self._connections: dict[str, Connection] = {}
         self._started_at = time.monotonic()
+        self._socket: socket.socket | None = None
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=config.max_message_bytes)
+        self.app.router.add_get("/healthz", self._healthz)
+        for path in REALTIME_PATHS:
+            self.app.router.add_get(path, self._realtime)
+        self.app.router.add_routes(list(extra_routes))
+
+    @property
+    def port(self) -> int:
+        assert self._socket is not None, "bind() first"
+        return self._socket.getsockname()[1]
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [self._socket] if self._socket is not None else []
+
+    def bind(self) -> int:
+        """Take the listening socket (connections queue until serve()); returns the bound port."""
+        family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
+        self._socket = socket.create_server((self.config.host, self.config.port), family=family, backlog=128)
+        return self.port
+
+    async def serve(self) -> None:
+        """Start answering on the bound socket."""
+        if self._socket is None:
+            self.bind()
+        # The catch-all static route comes last, so routes added before serving take precedence.
+        self.app.router.add_get("/{path:.*}", self._static)
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=5,
+            keepalive_timeout=self.config.request_timeout_s,
+        )
+        await self._runner.setup()
+        await web.SockSite(self._runner, self._socket, ssl_context=self.config.ssl_context).start()
+
+    async def shutdown(self) -> None:
+        """Close every session with 1001 (their answers are cancelled), then stop serving."""
+        closing = [
+            c.close(CLOSE_GOING_AWAY, "server shutting down") for c in list(self._connections.values())
+        ]
+        await asyncio.gather(*closing, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        elif self._socket is not None:
+            self._socket.close()
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[Server]:
-        async with serve(
-            self._handle,
-            self.config.host,
-            self.config.port,
-            process_request=self._process_request,
-            select_subprotocol=_select_subprotocol,
-            max_size=self.config.max_message_bytes,
-            # The SDK turns compression off; so do we, deltas are small and latency matters.
-            compression=None,
-        ) as server:
-            yield server
+    async def running(self) -> AsyncIterator[RealtimeServer]:
+        await self.serve()
+        try:
+            yield self
+        finally:
+            await self.shutdown()
 
     # HTTP ---------------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
-        if path in REALTIME_PATHS:
-            if not self._authorized(request.headers):
-                log.info("rejected a connection without a valid API key")
-                return _response(
-                    HTTPStatus.UNAUTHORIZED, b'{"error":"invalid or missing API key"}', "application/json"
-                )
-            return None
-        if path == "/healthz":
-            return _response(HTTPStatus.OK, json.dumps(self.health()).encode(), "application/json")
-        return self._static(path)
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _response(200, json.dumps(self.health()).encode(), "application/json")
 
     def health(self) -> dict[str, object]:
         engine = self.engine.health()
@@ -97,37 +147,54 @@ class RealtimeServer:
             "engine_alive": engine.alive,
             "model": engine.model,
             "detail": engine.detail,
-            "sessions": len(self._sessions),
+            "sessions": len(self._connections),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
         }
 
-    def _authorized(self, headers: Headers) -> bool:
-        expected = self.config.api_key
-        if not expected:
-            return True
-        offered = [headers.get("Authorization", "").removeprefix("Bearer ").strip()]
-        for value in headers.get_all("Sec-WebSocket-Protocol"):
-            offered += [
-                p.strip().removeprefix(KEY_SUBPROTOCOL_PREFIX)
-                for p in value.split(",")
-                if p.strip().startswith(KEY_SUBPROTOCOL_PREFIX)
-            ]
-        return any(hmac.compare_digest(key.encode(), expected.encode()) for key in offered if key)
-
-    def _static(self, path: str) -> Response:
+    async def _static(self, request: web.Request) -> web.Response:
         root = self.config.web_dir.resolve()
-        target = (root / (path.lstrip("/") or "index.html")).resolve()
+        target = (root / (request.match_info["path"].lstrip("/") or "index.html")).resolve()
         if not target.is_relative_to(root) or not target.is_file():
-            return _response(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+            return _response(404, b"not found", "text/plain")
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return _response(HTTPStatus.OK, target.read_bytes(), content_type)
+        return _response(200, target.read_bytes(), content_type)
 
     # WebSocket ----------------------------------------------------------------------------------
 
-    async def _handle(self, connection: ServerConnection) -> None:
-        if len(self._sessions) >= self.config.max_sessions:
-            await connection.close(1013, "server busy: too many sessions")
-            return
+    async def _realtime(self, request: web.Request) -> web.StreamResponse:
+        refusal = self._refuse_handshake(request)
+        if refusal is not None:
+            return refusal
+        ws = web.WebSocketResponse(
+            # Browsers fail the handshake unless an offered subprotocol is echoed; the SDK offers none
+            # and fails if one is echoed anyway. aiohttp echoes only what was offered.
+            protocols=("realtime",),
+            # The SDK turns compression off; so do we, deltas are small and latency matters.
+            compress=False,
+            max_msg_size=self.config.max_message_bytes,
+            heartbeat=self.config.ping_interval_s,
+        )
+        if not ws.can_prepare(request).ok:
+            return _response(426, b'{"error":"this path takes WebSocket connections"}', "application/json")
+        await ws.prepare(request)
+        if len(self._connections) >= self.config.max_sessions:
+            await ws.close(code=CLOSE_TRY_AGAIN_LATER, message=b"server busy: too many sessions")
+            return ws
+        await self._run_session(request, ws)
+        return ws
+
+    def _refuse_handshake(self, request: web.Request) -> web.Response | None:
+        if not self._access.origin_allowed(request.headers):
+            origin = quote(request.headers.get("Origin", ""))
+            log.info("refused a connection from origin %s", origin)
+            body = json.dumps({"error": f"origin not allowed: {origin}; see --allowed-origin"}).encode()
+            return _response(403, body, "application/json")
+        if not self._access.authorized(request.headers):
+            log.info("rejected a connection without a valid API key")
+            return _response(401, b'{"error":"invalid or missing API key"}', "application/json")
+        return None
+
+    async def _run_session(self, request: web.Request, ws: web.WebSocketResponse) -> None:
         session = Session(
             self._ids.new("sess"),
             self.config.session_defaults,
@@ -135,72 +202,28 @@ class RealtimeServer:
             limits=self.config.limits,
             stream_turns=self.config.streaming_prefill,
         )
-        beta_names = "realtime=v1" in (
-            connection.request.headers.get("OpenAI-Beta", "") if connection.request else ""
+        flow = FlowLimits(
+            max_inbox_bytes=self.config.max_message_bytes, send_timeout_s=self.config.send_timeout_s
         )
-        self._sessions.add(session.id)
+        connection = Connection(
+            request,
+            ws,
+            session,
+            self.engine,
+            limits=flow,
+            budget=self._budget,
+            beta_names="realtime=v1" in request.headers.get("OpenAI-Beta", ""),
+        )
+        self._connections[session.id] = connection
         log.info("session %s opened", session.id)
-        inbox: asyncio.Queue[object] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def engine_sink(output: EngineOutput) -> None:
-            try:
-                loop.call_soon_threadsafe(inbox.put_nowait, output)
-            except RuntimeError:
-                pass  # the event loop has closed: nobody is left to read this output
-
-        reader = asyncio.create_task(_read_into(connection, inbox))
-        started_ms = loop.time() * 1000
         try:
-            session.start()
-            while True:
-                await self._flush(connection, session, engine_sink, beta_names)
-                received = await inbox.get()
-                if received is _CLOSED:
-                    break
-                if isinstance(received, (str, bytes)):
-                    session.receive_message(received, int(loop.time() * 1000 - started_ms))
-                else:
-                    session.receive_engine_output(received)  # type: ignore[arg-type]
-        except ConnectionClosed:
-            pass
+            await connection.run()
         finally:
-            reader.cancel()
-            session.close()
-            _, commands = session.drain()
-            self._dispatch(commands, engine_sink)
-            self._sessions.discard(session.id)
+            del self._connections[session.id]
             log.info("session %s closed", session.id)
 
-    async def _flush(self, connection: ServerConnection, session: Session, sink, beta_names: bool) -> None:
-        events, commands = session.drain()
-        self._dispatch(commands, sink)
-        for event in events:
-            await connection.send(encode_server_event(event, beta_names=beta_names))
 
-    def _dispatch(self, commands: list[EngineCommand], sink: OutputSink) -> None:
-        for command in commands:
-            self.engine.send(command, sink)
-
-
-async def _read_into(connection: ServerConnection, inbox: asyncio.Queue[object]) -> None:
-    try:
-        async for message in connection:
-            inbox.put_nowait(message)
-    except ConnectionClosed:
-        pass
-    finally:
-        inbox.put_nowait(_CLOSED)
-
-
-def _select_subprotocol(connection: ServerConnection, offered: list[str]) -> str | None:
-    # Browsers fail the handshake unless one offered subprotocol is echoed; the SDK offers none
-    # and fails if one is echoed anyway.
-    return "realtime" if "realtime" in offered else None
-
-
-def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
-    headers = Headers(
-        [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Cache-Control", "no-store")]
+def _response(status: int, body: bytes, content_type: str) -> web.Response:
+    return web.Response(
+        status=status, body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"}
     )
-    return Response(status.value, status.phrase, headers, body)

@@ -236,7 +236,8 @@ def test_image_and_audio_turn(host, backend, speech_24k):
         ("data:image/png;base64,not*base64", "invalid_base64"),
         ("data:image/png;base64," + base64.b64encode(b"plain text, not an image").decode(), "invalid_image"),
         ("data:image/jpeg;base64," + base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 64).decode(), "invalid_image"),
-        ("data:image/png;base64," + "A" * (50 * 1024 * 1024), "image_too_large"),
+        # Over the 10 MiB image limit, under the 16 MiB message limit (a bigger message closes with 1009).
+        ("data:image/png;base64," + "A" * (14 * 1024 * 1024), "image_too_large"),
         (data_uri(png_of_size(20_000, 20_000), "image/png"), "image_too_many_pixels"),
     ],
 )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from contextlib import asynccontextmanager
@@ -166,3 +168,75 @@ async def test_too_many_sessions_closes_with_1013_and_cancels_on_disconnect():
             await asyncio.sleep(0.01)
         assert session_id in backend.dropped_sessions
         assert server.health()["sessions"] == 0
+
+
+async def test_too_big_a_message_closes_with_1009_and_plain_http_gets_426():
+    async with running_server(max_message_bytes=4096, max_inflight_bytes=8192) as (host, _):
+        async with websockets.connect(f"ws://{host}/v1/realtime") as ws:
+            await recv_until(ws, "session.created")
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 8000}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+            assert ws.close_code == 1009
+        status, _, body = await asyncio.to_thread(http_get, f"http://{host}/v1/realtime")
+        assert status == 426 and b"WebSocket" in body
+
+
+async def test_shutdown_closes_sessions_with_1001_and_cancels_their_answers():
+    backend = FakeBackend(reply=lambda r: " ".join(["word"] * 5000), seconds_per_token=0.002)
+    async with running_server(backend=backend) as (host, server):
+        ws = await websockets.connect(f"ws://{host}/v1/realtime")
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+        await ws.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        await ws.send(json.dumps({"type": "response.create"}))
+        await recv_until(ws, "response.output_text.delta")
+        await server.shutdown()
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), TIMEOUT_S)
+        assert ws.close_code == 1001 and server.health()["sessions"] == 0
+        for _ in range(200):
+            if backend.dropped_sessions:
+                break
+            await asyncio.sleep(0.01)
+        assert backend.dropped_sessions == [backend.requests[0].session_id]
+
+
+async def test_extra_routes_share_the_port_and_win_over_static_files():
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"got": await request.json()})
+
+    async def not_a_file(request: web.Request) -> web.Response:
+        return web.Response(text="route, not file")
+
+    worker = EngineWorker(FakeBackend())
+    worker.start(timeout_s=TIMEOUT_S)
+    server = RealtimeServer(ServerConfig(port=0), worker, extra_routes=[web.post("/v1/echo", echo)])
+    server.app.router.add_get("/index.html", not_a_file)
+    try:
+        port = server.bind()
+        async with server.running():
+            url = f"http://127.0.0.1:{port}/v1/echo"
+            request = urllib.request.Request(url, data=b'{"a": 1}', method="POST")
+            reply = await asyncio.to_thread(urllib.request.urlopen, request, timeout=TIMEOUT_S)
+            assert json.loads(reply.read()) == {"got": {"a": 1}}
+            _, _, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/index.html")
+            assert body == b"route, not file"
+    finally:
+        worker.stop()
+
+
+async def test_a_stalled_handshake_is_closed_after_the_request_timeout():
+    def stall(host: str, data: bytes) -> bytes:
+        address, port = host.split(":")
+        with socket.create_connection((address, int(port)), timeout=TIMEOUT_S) as sock:
+            sock.sendall(data)
+            return sock.recv(100)  # b"" once the server closes
+
+    async with running_server(request_timeout_s=0.5) as (host, _):
+        started = time.monotonic()
+        partial = b"GET /v1/realtime HTTP/1.1\r\nHost: x\r\n"
+        closed = await asyncio.gather(asyncio.to_thread(stall, host, b""), asyncio.to_thread(stall, host, partial))
+        assert closed == [b"", b""] and time.monotonic() - started < TIMEOUT_S / 2

@@ -104,6 +104,7 @@ class EngineWorker:
     _ready: threading.Event = field(default_factory=threading.Event)
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
+    _died: bool = False
     loaded: bool = False
 
     def start(self, timeout_s: float | None = None) -> None:
@@ -128,7 +129,7 @@ class EngineWorker:
 
     @property
     def alive(self) -> bool:
-        return self.loaded and self._thread is not None and self._thread.is_alive()
+        return self.loaded and not self._died and self._thread is not None and self._thread.is_alive()
 
     def _to_job(self, command: EngineCommand, sink: OutputSink) -> _Command:
         backend = self.backend
@@ -167,9 +168,29 @@ class EngineWorker:
             self._ready.set()
             return
         self._ready.set()
-        while self._apply_commands():
-            if self._queues:
-                self._step_next_session()
+        try:
+            while self._apply_commands():
+                if self._queues:
+                    self._step_next_session()
+        except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
+            self._died = True
+            log.critical("the engine thread died; every request from now on fails", exc_info=True)
+            self._fail_outstanding("the engine thread died")
+
+    def _fail_outstanding(self, message: str) -> None:
+        # Nothing will step these any more: each waiting response gets its one GenerationDone now.
+        waiting = [job for jobs in self._queues.values() for job in jobs]
+        self._queues.clear()
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(command, _Job):
+                waiting.append(command)
+        for job in waiting:
+            if job.sink is not None:
+                self._fail(job, message)
 
     def _apply_commands(self) -> bool:
         # Block only when idle; between steps just take what has arrived.
@@ -205,11 +226,12 @@ class EngineWorker:
 
     def _step_next_session(self) -> None:
         session_id = next(iter(self._queues))
-        jobs = self._queues.pop(session_id)
+        # To the back of the rotation, and still queued while it steps, so a dying thread can fail it.
+        jobs = self._queues[session_id] = self._queues.pop(session_id)
         if not self._step(jobs[0]):
             jobs.popleft()
-        if jobs:
-            self._queues[session_id] = jobs  # to the back of the rotation
+            if not jobs:
+                del self._queues[session_id]
 
     def _step(self, job: _Job) -> bool:
         """Run one unit of the job's work; False once it has finished."""

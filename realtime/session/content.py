@@ -9,7 +9,7 @@ from ..audio.ingest import AudioIngest
 from ..engine.port import AudioPart, ImagePart, Part, TextPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
 from ..vision.images import DecodedImage, ImageError, ImageLimits, decode_image
 from .conversation import Content, Item
 
@@ -28,7 +28,7 @@ def parse_item(
     if spec.type != "message":
         raise ProtocolError(
             "unsupported_item_type",
-            f"Item type '{spec.type}' is not supported; send messages.",
+            f"Item type {quote(spec.type)} is not supported; send messages.",
             param=f"{param}.type",
         )
     if spec.role not in _PART_TYPES:
@@ -59,7 +59,7 @@ def _parse_part(
         allowed = ", ".join(sorted(_PART_TYPES[role]))
         raise ProtocolError(
             "invalid_value",
-            f"A {role} message cannot hold '{part.type}' content; use {allowed}.",
+            f"A {role} message cannot hold {quote(part.type)} content; use {allowed}.",
             param=f"{param}.type",
         )
     if part.type == "input_audio":

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..audio.formats import AudioFormat, encode_for_format
 from ..protocol.codec import encode_base64
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
 from ..protocol.server_events import ContentPartOut, InputAudioPartOut, ItemOut
 from ..vision.images import DecodedImage
 
@@ -78,7 +78,7 @@ class Conversation:
         """Insert after previous_item_id (None: at the end, "root": first); return the id before it."""
         if self.find(item.id) is not None:
             raise ProtocolError(
-                "duplicate_item_id", f"An item with id '{item.id}' already exists.", param="item.id"
+                "duplicate_item_id", f"An item with id {quote(item.id)} already exists.", param="item.id"
             )
         if previous_item_id is None:
             index = len(self._items)
@@ -106,4 +106,4 @@ class Conversation:
         for index, item in enumerate(self._items):
             if item.id == item_id:
                 return index
-        raise ProtocolError(code, f"Item with id '{item_id}' does not exist.", param=param)
+        raise ProtocolError(code, f"Item with id {quote(item_id)} does not exist.", param=param)

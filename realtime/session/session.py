@@ -160,6 +160,10 @@ class Session:
                 )
             )
 
+    def refuse_message(self, error: ProtocolError) -> None:
+        """The transport did not hand a client message over (a server limit): the client still hears why."""
+        self._emit_error(error)
+
     def receive_engine_output(self, output: EngineOutput) -> None:
         response = self._response
         if response is None or output.response_id != response.id:

@@ -10,7 +10,7 @@ from msgspec import UNSET
 
 from ..audio.formats import AudioFormat
 from ..protocol.client_events import SessionPatch, TurnDetectionSpec
-from ..protocol.errors import ProtocolError
+from ..protocol.errors import ProtocolError, quote
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 
@@ -46,7 +46,7 @@ class TurnDetection:
         if spec.type not in ("server_vad", "semantic_vad"):
             raise ProtocolError(
                 "invalid_value",
-                f"Unsupported turn_detection type '{spec.type}'; use server_vad or semantic_vad.",
+                f"Unsupported turn_detection type {quote(spec.type)}; use server_vad or semantic_vad.",
                 param="session.audio.input.turn_detection.type",
             )
         # A change of type starts from that type's defaults, as a fresh object on the wire does.
@@ -64,7 +64,7 @@ class TurnDetection:
         if result.eagerness not in SEMANTIC_SILENCE_MS:
             raise ProtocolError(
                 "invalid_value",
-                f"Unsupported eagerness '{result.eagerness}'.",
+                f"Unsupported eagerness {quote(result.eagerness)}.",
                 param="session.audio.input.turn_detection.eagerness",
             )
         return result
@@ -110,7 +110,7 @@ class SessionSettings:
         if patch.type is not UNSET and patch.type != "realtime":
             raise ProtocolError(
                 "invalid_value",
-                f"Session type '{patch.type}' is not supported; this server runs 'realtime' sessions.",
+                f"Session type {quote(patch.type)} is not supported; this server runs 'realtime' sessions.",
                 param="session.type",
             )
         changes: dict[str, Any] = {}
@@ -145,7 +145,7 @@ class SessionSettings:
             if format_spec is None:
                 raise ProtocolError(
                     "invalid_value",
-                    f"Unsupported input_audio_format '{patch.input_audio_format}'.",
+                    f"Unsupported input_audio_format {quote(patch.input_audio_format)}.",
                     param="session.input_audio_format",
                 )
         if audio_input is not UNSET:
@@ -206,6 +206,6 @@ def _check_range(name: str, value: float, low: float, high: float, *, param: str
     if not low <= value <= high:
         raise ProtocolError(
             "invalid_value",
-            f"`{name}` must be between {low} and {high}; got {value}.",
+            f"`{name}` must be between {low} and {high}; got {quote(value)}.",
             param=param or f"session.{name}",
         )

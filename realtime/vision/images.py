@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import io
 from dataclasses import dataclass
 from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..protocol.errors import quote
 
 ImageErrorCode = Literal[
     "invalid_image_url",
@@ -111,9 +112,9 @@ def _data_uri_payload(uri: str) -> str:
     if not comma or "base64" not in params:
         raise ImageError("invalid_image_url", "image data URI must be base64: data:<mime>;base64,")
     if mime and not mime.startswith("image/"):
-        raise ImageError("invalid_image_url", f"data URI type {mime!r} is not an image")
+        raise ImageError("invalid_image_url", f"data URI type {quote(mime)} is not an image")
     if mime and mime not in _ACCEPTED_MIMES:
-        raise ImageError("unsupported_image_format", f"{mime} is not supported; send JPEG, PNG or WebP")
+        raise ImageError("unsupported_image_format", f"{quote(mime)} is not supported; send JPEG, PNG, WebP")
     return payload
 
 
@@ -124,7 +125,7 @@ def _decode_base64(payload: str, max_image_bytes: int) -> bytes:
         raise ImageError("image_too_large", f"image is {n_bytes} bytes; the limit is {max_image_bytes} bytes")
     try:
         return base64.b64decode(payload, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
         raise ImageError("invalid_base64", f"image data is not valid base64: {exc}") from None
 
 

@@ -199,3 +199,32 @@ def test_a_dead_engine_answers_requests_at_once():
     # Never started: nothing would ever step a queued request.
     worker.send(StartGeneration(request("s", "r", "hello")), log)
     assert log.done("r").stop_reason == "error"
+
+
+class DyingBackend(GatedBackend):
+    """Takes the engine thread down (an error no request handler may swallow) on the text "die"."""
+
+    def generate(self, request, should_stop) -> Iterator[EngineOutput]:
+        if echo(request) == "die":
+            # Dies only once the test has queued everything else behind it.
+            self.gate.wait(TIMEOUT_S)
+            raise SystemExit("injected")
+        yield from super().generate(request, should_stop)
+
+
+def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
+    backend = DyingBackend()
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    log = Log()
+    worker.send(StartGeneration(request("a", "first", "die")), log)
+    worker.send(StartGeneration(request("b", "queued", "never run")), log)
+    worker.send(StartGeneration(request("a", "behind", "never run either")), log)
+    backend.gate.set()
+    log.wait_done(3)
+    messages = [log.done(r).error_message for r in ("first", "queued", "behind")]
+    assert messages == ["the engine thread died"] * 3
+    assert not worker.health().alive
+    worker.send(StartGeneration(request("c", "late", "hello")), log)
+    assert log.done("late").error_message == "the engine is not running"
+    worker.stop()
