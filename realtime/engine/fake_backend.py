@@ -18,6 +18,7 @@ from .port import (
     ImagePart,
     TextDelta,
     TextPart,
+    ToolCall,
     Usage,
 )
 
@@ -38,11 +39,17 @@ def describe_request(request: GenerationRequest) -> str:
     return " ".join(words)
 
 
+def no_calls(request: GenerationRequest) -> list[tuple[str, str]]:
+    return []
+
+
 @dataclass
 class FakeBackend:
-    """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart."""
+    """Streams `reply(request)` word by word, one word per step, `seconds_per_token` apart, then the
+    scripted tool calls `calls(request)` ((name, arguments JSON) pairs), one per step."""
 
     reply: Callable[[GenerationRequest], str] = describe_request
+    calls: Callable[[GenerationRequest], list[tuple[str, str]]] = no_calls
     name: str = "fake"
     seconds_per_token: float = 0.0
     requests: list[GenerationRequest] = field(default_factory=list)
@@ -53,25 +60,29 @@ class FakeBackend:
     def load(self) -> None:
         pass
 
-    def generate(
-        self, request: GenerationRequest, should_stop: Callable[[], bool]
-    ) -> Iterator[EngineOutput]:
+    def generate(self, request: GenerationRequest, should_stop: Callable[[], bool]) -> Iterator[EngineOutput]:
         self.requests.append(request)
-        words = self.reply(request).split(" ")
-        limit = request.max_output_tokens or len(words)
+        text = self.reply(request)
+        steps: list[EngineOutput] = [
+            TextDelta(request.response_id, word if i == 0 else " " + word)
+            for i, word in enumerate(text.split(" ") if text else [])
+        ]
+        steps += [
+            ToolCall(request.response_id, f"call_{request.response_id}_{n}", name, arguments)
+            for n, (name, arguments) in enumerate(self.calls(request))
+        ]
+        limit = request.max_output_tokens or len(steps)
         n_input = sum(len(t.parts) for t in request.turns)
         n_output = 0
-        for i, word in enumerate(words[:limit]):
+        for step in steps[:limit]:
             if should_stop():
-                yield GenerationDone(
-                    request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output)
-                )
+                yield GenerationDone(request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)
             n_output += 1
-            yield TextDelta(request.response_id, word if i == 0 else " " + word)
-        reason = "max_tokens" if limit < len(words) else "end_of_turn"
+            yield step
+        reason = "max_tokens" if limit < len(steps) else "end_of_turn"
         yield GenerationDone(request.response_id, reason, Usage(n_input, 0, 0, 0, n_output))
 
     def drop_session(self, session_id: str) -> None:

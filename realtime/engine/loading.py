@@ -74,5 +74,3 @@ def read_model_type(path: Path) -> tuple[str, dict[str, Any]]:
             f"{path} is a {model_type!r} model; mlx-realtime serves Gemma 4 only (model_type {supported})"
         )
     return model_type, config
-
-

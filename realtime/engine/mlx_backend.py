@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -13,13 +14,14 @@ import numpy as np
 from PIL import Image
 
 from .conversation_cache import ConversationCache
-from .decoding import StreamingDetokenizer, ThinkingFilter, TokenRules
 from .gemma4.audio_encoder import stream_encoder
+from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.language_model import Prefiller
 from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder
-from .gemma4.tokens import token_rules
+from .gemma4.tokens import TOOL_TOKEN_IDS, token_rules
+from .gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -31,6 +33,7 @@ from .port import (
     StopReason,
     TextDelta,
     TextPart,
+    ToolCall,
     Turn,
     Usage,
 )
@@ -45,7 +48,7 @@ DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
 # A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
 # the worker can step the next session.
-Step = TextDelta | None
+Step = TextDelta | ToolCall | None
 
 
 def _never() -> bool:
@@ -60,28 +63,6 @@ class _Session:
     busy: bool = False
     # The user turn being prefilled while it is spoken, if any.
     stream: TurnStream | None = None
-
-
-class _Answer:
-    def __init__(self, tokenizer: Any, rules: TokenRules) -> None:
-        self.token_ids: list[int] = []
-        self.text = ""
-        self._thinking = ThinkingFilter(rules.hidden_span)
-        self._detokenizer = StreamingDetokenizer(tokenizer)
-
-    def add(self, token_id: int) -> str:
-        self.token_ids.append(token_id)
-        delta = self._detokenizer.add(token_id) if self._thinking.visible(token_id) else ""
-        self.text += delta
-        return delta
-
-    def flush(self) -> str:
-        tail = self._detokenizer.flush()
-        self.text += tail
-        return tail
-
-    def reply(self) -> Reply:
-        return Reply(tuple(self.token_ids), self.text)
 
 
 class MlxBackend:
@@ -116,7 +97,15 @@ class MlxBackend:
         # The processor registers <|video|> itself when the tokenizer lacks it.
         video_id = getattr(processor, "video_token_id", None)
         self._rules = token_rules(model.config, extra_suppressed=[video_id] if video_id else [])
-        self._suppressed = suppression_mask(self._rules.suppressed_ids, model.config.text_config.vocab_size)
+        vocab_size = model.config.text_config.vocab_size
+        self._suppressed = suppression_mask(self._rules.suppressed_ids, vocab_size)
+        # Without tools in the prompt no tool syntax may appear in an answer.
+        without_tools = self._rules.suppressed_ids | TOOL_TOKEN_IDS
+        self._suppressed_without_tools = suppression_mask(without_tools, vocab_size)
+        self._vocab_size = vocab_size
+        # About a second (more on a busy CPU): paid here, not by the first tool call, which would stall every
+        # session on the engine thread.
+        self._grammar_tokenizer = grammar_tokenizer(processor.tokenizer, vocab_size)
         self._prefiller = Prefiller(model)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
@@ -128,8 +117,10 @@ class MlxBackend:
         session = self._session(request.session_id)
         in_session = request.use_session_cache and not session.busy
         cache = session.cache if in_session else self._new_cache()
-        answer = _Answer(self.loaded.processor.tokenizer, self._rules)
-        prompt = self._renderer.render(request.instructions, request.turns, session.replies)
+        answer = Answer(self.loaded.processor.tokenizer, self._rules)
+        prompt = self._renderer.render(
+            request.instructions, request.turns, session.replies, request.declared_tools
+        )
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
             present = {turn.item_id for turn in request.turns}
@@ -235,7 +226,7 @@ class MlxBackend:
         request: GenerationRequest,
         prompt: Prompt,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
         n_cached_on_arrival: int | None,
     ) -> Generator[Step, None, GenerationDone]:
@@ -310,16 +301,20 @@ class MlxBackend:
         request: GenerationRequest,
         logits: mx.array,
         cache: ConversationCache,
-        answer: _Answer,
+        answer: Answer,
         should_stop: Callable[[], bool],
     ) -> Generator[Step, None, StopReason]:
-        sampler = Sampler(request.sampling, self._suppressed)
+        constraint = self._tool_constraint(request)
+        sampler = Sampler(request.sampling, self._suppression(request), constraint)
         limit = request.max_output_tokens or self._max_output_tokens
         token = sampler(logits)
         while True:
             if should_stop():
                 return "cancelled"
             last = len(answer.token_ids) + 1 >= limit
+            if constraint is not None:
+                # The next step's mask depends on this token, so it is read before that step is queued.
+                constraint.advance(int(token.item()))
             if not last:
                 # As mlx-lm: the next step is queued before this token is read, so the device computes
                 # while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
@@ -334,14 +329,32 @@ class MlxBackend:
                 if tail:
                     yield TextDelta(request.response_id, tail)
                 return "end_of_turn"
-            delta = answer.add(token_id)
+            step = self._output(request, answer, answer.add(token_id))
+            yield step
+            if isinstance(step, ToolCall) and not request.parallel_tool_calls:
+                return "end_of_turn"
             if last:
-                text = delta + answer.flush()
-                if text:
-                    yield TextDelta(request.response_id, text)
+                tail = answer.flush()
+                if tail:
+                    yield TextDelta(request.response_id, tail)
                 return "max_tokens"
-            yield TextDelta(request.response_id, delta) if delta else None
             token = next_token
+
+    def _output(self, request: GenerationRequest, answer: Answer, added: str | ParsedCall) -> Step:
+        if isinstance(added, ParsedCall):
+            call_id = f"call_{secrets.token_hex(12)}"
+            answer.call_ids.append(call_id)
+            return ToolCall(request.response_id, call_id, added.name, added.arguments)
+        return TextDelta(request.response_id, added) if added else None
+
+    def _suppression(self, request: GenerationRequest) -> mx.array:
+        return self._suppressed if request.declared_tools else self._suppressed_without_tools
+
+    def _tool_constraint(self, request: GenerationRequest) -> ToolCallConstraint | None:
+        if request.tool_choice in ("auto", "none") or not request.tools:
+            return None
+        grammar = call_grammar(request.tools, request.tool_choice, request.parallel_tool_calls)
+        return ToolCallConstraint(self._grammar_tokenizer, grammar, self._vocab_size)
 
     def _session(self, session_id: str) -> _Session:
         if session_id not in self._sessions:

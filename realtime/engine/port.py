@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image
 
 ENGINE_SAMPLE_RATE_HZ = 16_000
 
-Role = Literal["system", "user", "assistant"]
+# "tool": a function_call_output, the result of a call the assistant made.
+Role = Literal["system", "user", "assistant", "tool"]
 StopReason = Literal["end_of_turn", "max_tokens", "cancelled", "error"]
 
 
@@ -43,7 +44,24 @@ class ImagePart:
     key: str
 
 
-Part = TextPart | AudioPart | ImagePart
+@dataclass(frozen=True)
+class ToolCallPart:
+    """A call the assistant made; `arguments` is JSON text (an object)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolResultPart:
+    call_id: str
+    # The name of the function called, as the call stated it.
+    name: str
+    output: str
+
+
+Part = TextPart | AudioPart | ImagePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,25 @@ class SamplingSettings:
     seed: int | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class ToolSpec:
+    """A function the model may call; `parameters` is its JSON schema (an object schema)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class NamedTool:
+    """tool_choice naming one function: the answer is exactly one call of it."""
+
+    name: str
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedTool
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     session_id: str
@@ -73,6 +110,16 @@ class GenerationRequest:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     # False for out-of-band responses (conversation "none"): the session's cache is left untouched.
     use_session_cache: bool = True
+    tools: tuple[ToolSpec, ...] = ()
+    # "required" and a NamedTool are enforced while decoding; "none" leaves the tools out of the prompt.
+    tool_choice: ToolChoice = "auto"
+    # False: at most one call per answer (the answer ends after it).
+    parallel_tool_calls: bool = True
+
+    @property
+    def declared_tools(self) -> tuple[ToolSpec, ...]:
+        """The tools the prompt declares: none when tool_choice is "none"."""
+        return () if self.tool_choice == "none" else self.tools
 
 
 @dataclass(frozen=True)
@@ -95,6 +142,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A complete call the model made; its tokens never appear as text. `arguments` is JSON text."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class GenerationDone:
     response_id: str
     stop_reason: StopReason
@@ -102,7 +159,7 @@ class GenerationDone:
     error_message: str | None = None
 
 
-EngineOutput = TextDelta | GenerationDone
+EngineOutput = TextDelta | ToolCall | GenerationDone
 
 
 @dataclass(frozen=True)
@@ -118,6 +175,8 @@ class AudioTurnStart:
     item_id: str
     images: tuple[ImagePart, ...]
     audio_key: str
+    # The tools the coming request declares (none when tool_choice is "none").
+    tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -180,8 +239,8 @@ class Engine(Protocol):
         """Block until the engine can serve: model loaded and warm, or upstream reachable."""
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
-        """Queue one command. Outputs of a StartGeneration go to `sink`: zero or more TextDelta, then exactly
-        one GenerationDone (also on cancellation and on failure)."""
+        """Queue one command. Outputs of a StartGeneration go to `sink`: zero or more TextDelta and ToolCall,
+        then exactly one GenerationDone (also on cancellation and on failure)."""
 
     def health(self) -> EngineHealth: ...
 

@@ -22,10 +22,11 @@ class MediaSpan:
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer the engine produced: its exact tokens, and the text its deltas carried."""
+    """An answer the engine produced: its exact tokens, the text its deltas carried, the calls it made."""
 
     token_ids: tuple[int, ...]
     text: str
+    call_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

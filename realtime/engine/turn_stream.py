@@ -26,7 +26,7 @@ def render_opening(renderer: PromptRenderer, start: AudioTurnStart, replies: Map
     """
     empty = AudioPart(np.zeros(0, np.float32), start.audio_key)
     turn = Turn("user", (*start.images, empty), start.item_id)
-    prompt = renderer.render(start.instructions, (*start.turns, turn), replies)
+    prompt = renderer.render(start.instructions, (*start.turns, turn), replies, start.tools)
     first_clip = clip_key(start.audio_key, 0)
     audio_start = next(span.start for span in prompt.media if span.part.key == first_clip)
     media = tuple(span for span in prompt.media if span.start < audio_start)

@@ -46,8 +46,8 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest, should_stop: ShouldStop) -> Iterator[BackendStep]:
         """Yield after each unit of work (a prefill chunk or one token), so the worker can interleave
-        sessions. Yields TextDelta or None, and ends with exactly one GenerationDone; checks should_stop()
-        before every unit and then ends with stop_reason "cancelled"."""
+        sessions. Yields TextDelta, ToolCall or None, and ends with exactly one GenerationDone; checks
+        should_stop() before every unit and then ends with stop_reason "cancelled"."""
 
     def drop_session(self, session_id: str) -> None:
         """Free the session's conversation cache."""

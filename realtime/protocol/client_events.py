@@ -116,9 +116,11 @@ class SessionPatch(_Wire):
     audio: Maybe[AudioSpec] = UNSET
     frames: Maybe[FramesSpec] = UNSET
     temperature: Maybe[float] = UNSET
-    # Accepted so clients that always send them are not refused; they have no effect here.
-    tools: Maybe[list[Any]] = UNSET
+    # Checked by the session (session/tools.py), which names the field at fault.
+    tools: Maybe[Any] = UNSET
     tool_choice: Maybe[Any] = UNSET
+    parallel_tool_calls: Maybe[bool] = UNSET
+    # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Maybe[Any] = UNSET
     truncation: Maybe[Any] = UNSET
     include: list[str] | None | UnsetType = UNSET
@@ -138,8 +140,9 @@ class ResponseSpec(_Wire):
     output_modalities: Maybe[list[str]] = UNSET
     modalities: Maybe[list[str]] = UNSET
     temperature: Maybe[float] = UNSET
-    tools: Maybe[list[Any]] = UNSET
+    tools: Maybe[Any] = UNSET
     tool_choice: Maybe[Any] = UNSET
+    parallel_tool_calls: Maybe[bool] = UNSET
     audio: Maybe[Any] = UNSET
 
 

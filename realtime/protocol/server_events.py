@@ -27,13 +27,30 @@ class InputAudioPartOut(Struct):
     audio: str | None = None
 
 
-class ItemOut(Struct, kw_only=True):
+class _ItemOut(Struct, tag_field="type", kw_only=True):
     id: str
-    type: Literal["message"] = "message"
     object: Literal["realtime.item"] = "realtime.item"
     status: ItemStatus = "completed"
+
+
+class MessageItemOut(_ItemOut, tag="message"):
     role: str
     content: list[ContentPartOut | InputAudioPartOut]
+
+
+class FunctionCallItemOut(_ItemOut, tag="function_call"):
+    call_id: str
+    name: str
+    # JSON text of the arguments object ("" while the call is being written).
+    arguments: str
+
+
+class FunctionCallOutputItemOut(_ItemOut, tag="function_call_output"):
+    call_id: str
+    output: str
+
+
+ItemOut = MessageItemOut | FunctionCallItemOut | FunctionCallOutputItemOut
 
 
 class TokenDetails(Struct, kw_only=True):
@@ -197,6 +214,23 @@ class ResponseOutputTextDone(_ServerEvent, tag="response.output_text.done"):
     text: str
 
 
+class ResponseFunctionCallArgumentsDelta(_ServerEvent, tag="response.function_call_arguments.delta"):
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    delta: str
+
+
+class ResponseFunctionCallArgumentsDone(_ServerEvent, tag="response.function_call_arguments.done"):
+    response_id: str
+    item_id: str
+    output_index: int
+    call_id: str
+    name: str
+    arguments: str
+
+
 class Error(_ServerEvent, tag="error"):
     error: ErrorDetail
 
@@ -222,5 +256,7 @@ ServerEvent = (
     | ResponseContentPartDone
     | ResponseOutputTextDelta
     | ResponseOutputTextDone
+    | ResponseFunctionCallArgumentsDelta
+    | ResponseFunctionCallArgumentsDone
     | Error
 )

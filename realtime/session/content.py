@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ..audio.formats import AudioFormat, pcm16_to_float32
 from ..audio.ingest import AudioIngest
-from ..engine.port import AudioPart, ImagePart, Part, TextPart, Turn
+from ..engine.port import AudioPart, ImagePart, Part, TextPart, ToolCallPart, ToolResultPart, Turn
 from ..protocol import client_events as ce
 from ..protocol.codec import decode_base64
 from ..protocol.errors import ProtocolError, quote
@@ -24,11 +26,20 @@ _PART_TYPES = {
 def parse_item(
     spec: ce.Item, item_id: str, audio_format: AudioFormat, image_limits: ImageLimits, param: str
 ) -> Item:
-    """Decode every part once, on arrival; raises ProtocolError naming the part at fault."""
+    """Decode every part once, on arrival; raises ProtocolError naming the part at fault.
+
+    A function_call_output's `name` is left for the session to fill from the call it answers."""
+    if spec.type == "function_call":
+        return _parse_function_call(spec, item_id, param)
+    if spec.type == "function_call_output":
+        call_id = _required(spec.call_id, "call_id", param)
+        output = _required(spec.output, "output", param)
+        return Item(id=item_id, role="tool", type="function_call_output", call_id=call_id, output=output)
     if spec.type != "message":
         raise ProtocolError(
             "unsupported_item_type",
-            f"Item type {quote(spec.type)} is not supported; send messages.",
+            f"Item type {quote(spec.type)} is not supported; "
+            "send message, function_call or function_call_output.",
             param=f"{param}.type",
         )
     if spec.role not in _PART_TYPES:
@@ -46,6 +57,45 @@ def parse_item(
         for index, part in enumerate(spec.content)
     ]
     return Item(id=item_id, role=spec.role, content=content)  # type: ignore[arg-type]
+
+
+def check_call_item(item: Item, earlier: list[Item], param: str) -> None:
+    """A result must answer a call made earlier, whose name it takes; call ids are unique."""
+    calls = {i.call_id: i for i in earlier if i.type == "function_call"}
+    if item.type == "function_call" and item.call_id in calls:
+        raise ProtocolError(
+            "duplicate_call_id", f"A function_call with call_id {quote(item.call_id)} exists.", param=param
+        )
+    if item.type == "function_call_output":
+        call = calls.get(item.call_id)
+        if call is None:
+            raise ProtocolError(
+                "unknown_call_id",
+                f"No function_call with call_id {quote(item.call_id)} is in the conversation.",
+                param=param,
+            )
+        item.name = call.name
+
+
+def _parse_function_call(spec: ce.Item, item_id: str, param: str) -> Item:
+    name = _required(spec.name, "name", param)
+    arguments = spec.arguments or "{}"
+    try:
+        is_object = isinstance(json.loads(arguments), dict)
+    except ValueError:
+        is_object = False
+    if not is_object:
+        raise ProtocolError(
+            "invalid_value", "`arguments` must be a JSON object, as text.", param=f"{param}.arguments"
+        )
+    return Item(
+        id=item_id,
+        role="assistant",
+        type="function_call",
+        call_id=spec.call_id or f"call_{item_id}",
+        name=name,
+        arguments=arguments,
+    )
 
 
 def _parse_part(
@@ -99,7 +149,7 @@ def _required(value: str | None, name: str, param: str) -> str:
     if value is None:
         raise ProtocolError(
             "missing_required_parameter",
-            f"This content part needs `{name}`.",
+            f"This needs `{name}`.",
             param=f"{param}.{name}",
         )
     return value
@@ -115,6 +165,10 @@ def image_part(image: DecodedImage) -> ImagePart:
 
 
 def to_turn(item: Item) -> Turn:
+    if item.type == "function_call":
+        return Turn("assistant", (ToolCallPart(item.call_id, item.name, item.arguments),), item.id)
+    if item.type == "function_call_output":
+        return Turn("tool", (ToolResultPart(item.call_id, item.name, item.output),), item.id)
     parts: list[Part] = []
     for index, content in enumerate(item.content):
         if content.type == "input_audio" and content.audio is not None:

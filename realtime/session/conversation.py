@@ -10,7 +10,14 @@ import numpy as np
 from ..audio.formats import AudioFormat, encode_for_format
 from ..protocol.codec import encode_base64
 from ..protocol.errors import ProtocolError, quote
-from ..protocol.server_events import ContentPartOut, InputAudioPartOut, ItemOut
+from ..protocol.server_events import (
+    ContentPartOut,
+    FunctionCallItemOut,
+    FunctionCallOutputItemOut,
+    InputAudioPartOut,
+    ItemOut,
+    MessageItemOut,
+)
 from ..vision.images import DecodedImage
 
 ROOT = "root"
@@ -29,13 +36,28 @@ class Content:
 @dataclass
 class Item:
     id: str
-    role: Literal["user", "assistant", "system"]
+    # A function_call is the assistant's, a function_call_output the tool's.
+    role: Literal["user", "assistant", "system", "tool"]
     content: list[Content] = field(default_factory=list)
     status: Literal["completed", "incomplete", "in_progress"] = "completed"
+    type: Literal["message", "function_call", "function_call_output"] = "message"
+    call_id: str = ""
+    # The function called; on a function_call_output, the name its call stated.
+    name: str = ""
+    arguments: str = ""
+    output: str = ""
 
     def to_wire(self, audio_format: AudioFormat | None = None) -> ItemOut:
         """With audio_format, audio content is included (retrieve); otherwise left out, as OpenAI does."""
-        return ItemOut(
+        if self.type == "function_call":
+            return FunctionCallItemOut(
+                id=self.id, status=self.status, call_id=self.call_id, name=self.name, arguments=self.arguments
+            )
+        if self.type == "function_call_output":
+            return FunctionCallOutputItemOut(
+                id=self.id, status=self.status, call_id=self.call_id, output=self.output
+            )
+        return MessageItemOut(
             id=self.id,
             role=self.role,
             status=self.status,
@@ -88,6 +110,11 @@ class Conversation:
             index = self._index(previous_item_id, "previous_item_id", "previous_item_id_not_found") + 1
         self._items.insert(index, item)
         return self._items[index - 1].id if index > 0 else None
+
+    def find_call(self, call_id: str) -> Item | None:
+        return next(
+            (item for item in self._items if item.type == "function_call" and item.call_id == call_id), None
+        )
 
     def find(self, item_id: str) -> Item | None:
         return next((item for item in self._items if item.id == item_id), None)

@@ -22,11 +22,15 @@ pins the camera frames current at that moment, and, if a response is streaming a
 buffer, commits it as a user item (frames first, then audio) and, with `create_response`, starts a
 response — or queues it until the streaming one has ended.
 
-Responses. At most one response runs at a time. Starting one emits `response.created`, the output
-item and its empty text part at once, and sends StartGeneration with the whole conversation as
-engine turns (the engine's prompt cache makes resending it cheap). Text deltas stream through as
-they come. A cancel only asks the engine to stop: the response ends when the engine says so, with
-the text it really produced and its usage, so what the client saw, what the conversation holds and
+Responses. At most one response runs at a time. Starting one emits `response.created` and sends
+StartGeneration with the whole conversation as engine turns (the engine's prompt cache makes
+resending it cheap), with the tools and tool_choice in effect. Output items open as the engine's
+outputs arrive: the first text delta opens the message (item, then its empty text part), each
+ToolCall is one function_call item, opened and closed at once (a message still open closes first).
+Output items sit in the conversation where the response began. A function_call_output the client
+sends must answer a call the conversation holds; the next response carries it as a tool turn. A
+cancel only asks the engine to stop: the response ends when the engine says so, with the text and
+calls it really produced and its usage, so what the client saw, what the conversation holds and
 what the engine's cache holds always agree.
 """
 
@@ -56,6 +60,7 @@ from ..engine.port import (
     SamplingSettings,
     StartGeneration,
     TextDelta,
+    ToolCall,
 )
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
@@ -65,10 +70,11 @@ from ..protocol.ids import IdFactory
 from ..vision.frames import FrameBuffer
 from ..vision.images import DecodedImage, ImageLimits
 from .audio_input import AudioInput, DetectorFactory, samples_to_ms, webrtc_detector
-from .content import audio_key, decode_image_param, image_part, parse_item, to_turn
-from .conversation import Content, Conversation, Item
+from .content import audio_key, check_call_item, decode_image_param, image_part, parse_item, to_turn
+from .conversation import ROOT, Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
+from .tools import check_tool_choice, parse_tool_choice, parse_tools
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,8 @@ log = logging.getLogger(__name__)
 MIN_COMMIT_MS = 100
 
 
+def _no_events(item: Item) -> list[se.ServerEvent]:
+    return []
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,7 @@ class Session:
         )
         self._frames = FrameBuffer(max(1, settings.frames_max_per_turn), settings.frames_min_interval_ms)
         self._response: Response | None = None
+        self._output_after: str | None = ROOT
         self._response_queued = False
         self._speech_item_id: str | None = None
         self._events: list[se.ServerEvent] = []
@@ -170,7 +179,9 @@ class Session:
             return
         try:
             if isinstance(output, TextDelta):
-                self._emit(response.delta_event(output.text))
+                self._emit_all(response.text_delta(output.text))
+            elif isinstance(output, ToolCall):
+                self._emit_all(response.tool_call(output))
             elif isinstance(output, GenerationDone):
                 self._finish_response(response, output)
         except Exception:  # noqa: BLE001 - a bug here must not end the session
@@ -315,6 +326,7 @@ class Session:
             item_id=self._speech_item_id,
             images=tuple(image_part(image) for image in images),
             audio_key=audio_key(self._speech_item_id, len(images)),
+            tools=() if self.settings.tool_choice == "none" else self.settings.tools,
         )
         self._commands.append(BeginAudioTurn(start))
         self._streaming = True
@@ -353,6 +365,7 @@ class Session:
     def _on_item_create(self, event: ce.ConversationItemCreate) -> None:
         item_id = event.item.id or self._ids.item()
         item = parse_item(event.item, item_id, self.settings.input_format, self._limits.image_limits, "item")
+        check_call_item(item, list(self.conversation), "item.call_id")
         self._add_item(item, event.previous_item_id)
 
     def _add_item(self, item: Item, previous_item_id: str | None = None) -> None:
@@ -428,66 +441,88 @@ class Session:
                 param="response.conversation",
             )
         turns = tuple(to_turn(item) for item in self._response_input(spec))
+        tool_settings = self._response_tools(spec)
         max_tokens = self.settings.max_output_tokens
         if spec.max_output_tokens is not UNSET:
             max_tokens = parse_max_output_tokens(spec.max_output_tokens, "response.max_output_tokens")
         response = Response(
             id=self._ids.response(),
-            item=Item(id=self._ids.item(), role="assistant"),
+            first_item_id=self._ids.item(),
+            new_item_id=self._ids.item,
             conversation_id=self.conversation_id if in_conversation else None,
             max_output_tokens=max_tokens,
             metadata=spec.metadata or None,
+            item_added=self._output_item_added if in_conversation else _no_events,
+            item_done=self._output_item_done if in_conversation else _no_events,
         )
         temperature = self.settings.temperature if spec.temperature is UNSET else spec.temperature
         request = GenerationRequest(
             session_id=self.id,
             response_id=response.id,
-            output_item_id=response.item.id,
+            output_item_id=response.first_item_id,
             instructions=self.settings.instructions if spec.instructions is UNSET else spec.instructions,
             turns=turns,
             max_output_tokens=max_tokens,
             sampling=SamplingSettings(temperature=temperature),
             use_session_cache=in_conversation,
+            **tool_settings,
         )
         self._response = response
+        # Output items sit where the response began, even if the user spoke meanwhile.
+        self._output_after = self.conversation.last_id or ROOT
         self._audio.disarm_idle_timeout()
         self._emit(se.ResponseCreated(response=response.to_wire("in_progress")))
-        added, part_added = response.opening_events()
-        self._emit(added)
-        if in_conversation:
-            previous = self.conversation.add(response.item)
-            self._emit(se.ConversationItemAdded(previous_item_id=previous, item=response.item.to_wire()))
-        self._emit(part_added)
         self._commands.append(StartGeneration(request))
+
+    def _response_tools(self, spec: ce.ResponseSpec) -> dict[str, Any]:
+        """The GenerationRequest's tool fields: the session's, overridden by the response's."""
+        tools = self.settings.tools
+        if spec.tools is not UNSET:
+            tools = parse_tools(spec.tools, "response.tools")
+        choice = self.settings.tool_choice
+        if spec.tool_choice is not UNSET:
+            choice = parse_tool_choice(spec.tool_choice, "response.tool_choice")
+        check_tool_choice(choice, tools, "response.tool_choice")
+        parallel = self.settings.parallel_tool_calls
+        if spec.parallel_tool_calls is not UNSET:
+            parallel = spec.parallel_tool_calls
+        return {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
+
+    def _output_item_added(self, item: Item) -> list[se.ServerEvent]:
+        after = self._output_after
+        if after != ROOT and self.conversation.find(after) is None:
+            after = None
+        previous = self.conversation.add(item, after)
+        self._output_after = item.id
+        return [se.ConversationItemAdded(previous_item_id=previous, item=item.to_wire())]
+
+    def _output_item_done(self, item: Item) -> list[se.ServerEvent]:
+        # The client may have deleted the item while it was being written.
+        if self.conversation.find(item.id) is None:
+            return []
+        previous = self.conversation.previous_id(item.id)
+        return [se.ConversationItemDone(previous_item_id=previous, item=item.to_wire())]
 
     def _response_input(self, spec: ce.ResponseSpec) -> list[Item]:
         if spec.input is UNSET:
             return list(self.conversation)
-        items = []
+        items: list[Item] = []
         for index, item_spec in enumerate(spec.input):
+            param = f"response.input[{index}]"
             if item_spec.type == "item_reference":
                 items.append(self.conversation.get(item_spec.id or "", "item_reference_not_found"))
-            else:
-                item_id = item_spec.id or self._ids.item()
-                param = f"response.input[{index}]"
-                items.append(
-                    parse_item(
-                        item_spec,
-                        item_id,
-                        self.settings.input_format,
-                        self._limits.image_limits,
-                        param,
-                    )
-                )
+                continue
+            item_id = item_spec.id or self._ids.item()
+            item = parse_item(
+                item_spec, item_id, self.settings.input_format, self._limits.image_limits, param
+            )
+            check_call_item(item, [*self.conversation, *items], f"{param}.call_id")
+            items.append(item)
         return items
 
     def _finish_response(self, response: Response, done: GenerationDone) -> None:
         closing, wire = response.finish(done)
-        for event in closing:
-            self._emit(event)
-        if response.conversation_id is not None and self.conversation.find(response.item.id) is not None:
-            previous = self.conversation.previous_id(response.item.id)
-            self._emit(se.ConversationItemDone(previous_item_id=previous, item=response.item.to_wire()))
+        self._emit_all(closing)
         self._emit(se.ResponseDone(response=wire))
         self._response = None
         if self._response_queued:
@@ -503,6 +538,10 @@ class Session:
     def _emit(self, event: se.ServerEvent) -> None:
         event.event_id = self._ids.event()
         self._events.append(event)
+
+    def _emit_all(self, events: list[se.ServerEvent]) -> None:
+        for event in events:
+            self._emit(event)
 
     def _emit_error(self, error: ProtocolError) -> None:
         detail = se.ErrorDetail(

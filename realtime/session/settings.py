@@ -9,8 +9,10 @@ from typing import Any, Literal
 from msgspec import UNSET
 
 from ..audio.formats import AudioFormat
+from ..engine.port import ToolChoice, ToolSpec
 from ..protocol.client_events import SessionPatch, TurnDetectionSpec
 from ..protocol.errors import ProtocolError, quote
+from .tools import check_tool_choice, parse_tool_choice, parse_tools, tool_choice_to_wire, tools_to_wire
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 
@@ -104,6 +106,9 @@ class SessionSettings:
     turn_detection: TurnDetection | None = TurnDetection()
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
 
     def patched(self, patch: SessionPatch) -> SessionSettings:
         """Only the fields present change; raises ProtocolError and leaves self untouched."""
@@ -133,7 +138,21 @@ class SessionSettings:
             if patch.frames.min_interval_ms is not UNSET:
                 _check_range("frames.min_interval_ms", patch.frames.min_interval_ms, 0, 60_000)
                 changes["frames_min_interval_ms"] = patch.frames.min_interval_ms
+        changes.update(self._tool_changes(patch))
         return dataclasses.replace(self, **changes)
+
+    def _tool_changes(self, patch: SessionPatch) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if patch.tools is not UNSET:
+            changes["tools"] = parse_tools(patch.tools, "session.tools")
+        if patch.tool_choice is not UNSET:
+            changes["tool_choice"] = parse_tool_choice(patch.tool_choice, "session.tool_choice")
+        if patch.parallel_tool_calls is not UNSET:
+            changes["parallel_tool_calls"] = patch.parallel_tool_calls
+        if changes:
+            tools = changes.get("tools", self.tools)
+            check_tool_choice(changes.get("tool_choice", self.tool_choice), tools, "session.tool_choice")
+        return changes
 
     def _audio_changes(self, patch: SessionPatch) -> dict[str, Any]:
         changes: dict[str, Any] = {}
@@ -184,8 +203,9 @@ class SessionSettings:
                     "turn_detection": self.turn_detection.to_wire() if self.turn_detection else None,
                 },
             },
-            "tools": [],
-            "tool_choice": "auto",
+            "tools": tools_to_wire(self.tools),
+            "tool_choice": tool_choice_to_wire(self.tool_choice),
+            "parallel_tool_calls": self.parallel_tool_calls,
             "tracing": None,
             "frames": {
                 "max_per_turn": self.frames_max_per_turn,

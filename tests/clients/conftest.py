@@ -163,11 +163,8 @@ ANSWER_CAP_TOKENS = 256 if DEMO_MODEL_ENDS_TURNS else 16
 # Input transcription by the loaded model is issue 16's transcribe work, not yet on main: the audio
 # tests ask for transcripts the way each client does, and check them once this is flipped.
 SERVER_TRANSCRIBES = False
-# Function calling is issue 16's tools work, not yet on main: flip this when it lands.
-SERVER_CALLS_TOOLS = False
-# A call is grammar-constrained and ends by itself; the cap must not cut it short.
+# A call is grammar-constrained (tool_choice "required") and ends by itself; the cap must not cut it.
 TOOL_CALL_CAP_TOKENS = 256
-needs_tools = pytest.mark.skipif(not SERVER_CALLS_TOOLS, reason="function calling is not on main yet")
 
 
 def assert_answer_finished(response: dict) -> None:

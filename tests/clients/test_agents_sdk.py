@@ -15,7 +15,6 @@ from tests.clients.conftest import (
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
-    needs_tools,
     spoken_turn,
     unexpected,
 )
@@ -102,7 +101,6 @@ async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, cli
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
 
 
-@needs_tools
 async def test_a_required_tool_is_called_and_its_result_sent_back(server, client_error_logs):
     cities: list[str] = []
 

@@ -21,7 +21,6 @@ from tests.clients.conftest import (
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
-    needs_tools,
     spoken_turn,
     unexpected,
 )
@@ -141,7 +140,6 @@ async def read_calls(generation: llm.GenerationCreatedEvent) -> list[llm.Functio
     return [call async for call in generation.function_stream]
 
 
-@needs_tools
 async def test_generate_reply_with_a_required_tool_streams_the_call(session, client_error_logs):
     recorder = Recorder(session)
     session.update_options(max_response_output_tokens=TOOL_CALL_CAP_TOKENS)

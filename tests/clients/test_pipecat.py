@@ -36,7 +36,6 @@ from tests.clients.conftest import (
     SERVER_TRANSCRIBES,
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
-    needs_tools,
     spoken_turn,
 )
 
@@ -203,7 +202,6 @@ async def test_a_camera_frame_then_a_question_gets_an_answer(server, loguru_erro
     assert "input_image" in items.user_parts and "input_text" in items.user_parts
 
 
-@needs_tools
 async def test_a_required_function_is_called_with_its_arguments(server, loguru_errors):
     service, _ = realtime_service(server, tool_choice="required", max_output_tokens=TOOL_CALL_CAP_TOKENS)
     called, cities = asyncio.Event(), []

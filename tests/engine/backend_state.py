@@ -35,4 +35,4 @@ def reply(backend: MlxBackend, session_id: str, output_item_id: str) -> Reply:
 def render_prompt(backend: MlxBackend, request: GenerationRequest) -> Prompt:
     """The ids and keys generate() would prefill for this request, media spans included."""
     replies = backend._session(request.session_id).replies
-    return backend._renderer.render(request.instructions, request.turns, replies)
+    return backend._renderer.render(request.instructions, request.turns, replies, request.declared_tools)

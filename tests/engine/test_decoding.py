@@ -80,6 +80,7 @@ def test_token_rules_stop_at_end_of_turn_and_eos_and_suppress_media_markers():
         eoa_token_id=258_883,
     )
     rules = token_rules(config)
-    assert rules.stop_ids == {1, 106}
+    # <|tool_response> (50): after its calls the model stops where the results go.
+    assert rules.stop_ids == {1, 50, 106}
     assert {255_999, 256_000, 258_880, 258_881, 258_882, 258_883, 258_884} <= rules.suppressed_ids
     assert not rules.stop_ids & rules.suppressed_ids

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from ...audio.clip import split_clip
-from ..port import AudioPart, ImagePart, Part, TextPart, Turn
+from ..port import AudioPart, ImagePart, Part, TextPart, ToolCallPart, ToolResultPart, ToolSpec, Turn
 from ..prompt import Key, MediaPart, MediaSpan, Prompt, Reply
 from .audio_encoder import MAX_CLIP_N_SAMPLES
+from .tools import Piece, call_pieces, declaration_pieces, result_pieces
 
 _ROLE_NAMES = {"system": "system", "user": "user", "assistant": "model"}
 
@@ -79,6 +80,13 @@ class _Builder:
         self.ids.append(token_id)
         self.keys.append(token_id)
 
+    def pieces(self, pieces: Sequence[Piece]) -> None:
+        for piece in pieces:
+            if isinstance(piece, int):
+                self.token(piece)
+            else:
+                self.text(piece)
+
     def replay(self, token_ids: Sequence[int]) -> None:
         self._flush()
         self.ids.extend(token_ids)
@@ -122,24 +130,40 @@ class PromptRenderer:
         self._tokens = tokens
         self._count_media_tokens = count_media_tokens
 
-    def render(self, instructions: str, turns: Sequence[Turn], replies: Mapping[str, Reply]) -> Prompt:
+    def render(
+        self,
+        instructions: str,
+        turns: Sequence[Turn],
+        replies: Mapping[str, Reply],
+        tools: Sequence[ToolSpec] = (),
+    ) -> Prompt:
         builder = _Builder(self._tokenizer, self._tokens)
         builder.token(self._tokens.bos)
-        if instructions.strip():
-            self._turn(builder, "system", (TextPart(instructions),))
-        for turn in turns:
-            reply = replies.get(turn.item_id) if turn.role == "assistant" else None
-            if reply is not None and _turn_text(turn) == reply.text:
-                self._replayed_turn(builder, reply)
+        if instructions.strip() or tools:
+            builder.token(self._tokens.turn_start)
+            builder.text("system\n" + instructions.strip())
+            builder.pieces(declaration_pieces(tools))
+            self._end_turn(builder)
+        index = 0
+        while index < len(turns):
+            if turns[index].role in _MODEL_ROLES:
+                index = self._model_turn(builder, turns, index, replies)
             else:
-                self._turn(builder, turn.role, turn.parts)
-        builder.token(self._tokens.turn_start)
-        builder.text("model\n")
+                self._turn(builder, turns[index].role, turns[index].parts)
+                index += 1
+        # After tool results the model's turn is still open: it goes on from there.
+        if not turns or turns[-1].role != "tool":
+            builder.token(self._tokens.turn_start)
+            builder.text("model\n")
         return builder.build()
 
     def _turn(self, builder: _Builder, role: str, parts: Sequence[Part]) -> None:
         builder.token(self._tokens.turn_start)
         builder.text(f"{_ROLE_NAMES[role]}\n")
+        self._parts(builder, parts)
+        self._end_turn(builder)
+
+    def _parts(self, builder: _Builder, parts: Sequence[Part]) -> None:
         for part in parts:
             if isinstance(part, TextPart):
                 # The Gemma 4 template trims each text item.
@@ -147,19 +171,58 @@ class PromptRenderer:
             elif isinstance(part, AudioPart):
                 for clip in audio_clips(part):
                     builder.media_part(clip, self._count_media_tokens(clip))
+            elif isinstance(part, ToolCallPart):
+                builder.pieces(call_pieces(part))
+            elif isinstance(part, ToolResultPart):
+                builder.pieces(result_pieces(part))
             else:
                 builder.media_part(part, self._count_media_tokens(part))
+
+    def _end_turn(self, builder: _Builder) -> None:
         builder.token(self._tokens.turn_end)
         builder.text("\n")
 
-    def _replayed_turn(self, builder: _Builder, reply: Reply) -> None:
-        # The engine's own tokens, not a re-tokenization of its text: the cached prefix then extends as is.
+    def _model_turn(
+        self, builder: _Builder, turns: Sequence[Turn], start: int, replies: Mapping[str, Reply]
+    ) -> int:
+        """One model turn from consecutive assistant and tool turns; returns the index after them."""
         builder.token(self._tokens.turn_start)
         builder.text("model\n")
-        builder.replay(reply.token_ids)
-        builder.token(self._tokens.turn_end)
-        builder.text("\n")
+        index = start
+        while index < len(turns) and turns[index].role in _MODEL_ROLES:
+            n_replayed = _replayed_turns(turns, index, replies)
+            if n_replayed:
+                # The engine's own tokens, not a re-tokenization: the cached prefix then extends as is.
+                builder.replay(replies[turns[index].item_id].token_ids)
+                index += n_replayed
+            else:
+                self._parts(builder, turns[index].parts)
+                index += 1
+        if index < len(turns) or turns[-1].role != "tool":
+            self._end_turn(builder)
+        return index
 
 
-def _turn_text(turn: Turn) -> str:
-    return "".join(part.text for part in turn.parts if isinstance(part, TextPart))
+# A function_call is an assistant turn and its result a tool turn; Gemma 4 writes both in the model's turn.
+_MODEL_ROLES = ("assistant", "tool")
+
+
+def _replayed_turns(turns: Sequence[Turn], start: int, replies: Mapping[str, Reply]) -> int:
+    """How many turns from `start` one stored reply covers (its text and its calls, in order), or 0."""
+    reply = replies.get(turns[start].item_id) if turns[start].role == "assistant" else None
+    if reply is None:
+        return 0
+    text, call_ids = "", []
+    for index in range(start, len(turns)):
+        if turns[index].role != "assistant":
+            return 0
+        for part in turns[index].parts:
+            if isinstance(part, TextPart):
+                text += part.text
+            elif isinstance(part, ToolCallPart):
+                call_ids.append(part.call_id)
+        if tuple(call_ids) != reply.call_ids[: len(call_ids)]:
+            return 0
+        if text == reply.text and tuple(call_ids) == reply.call_ids:
+            return index - start + 1
+    return 0
