@@ -149,8 +149,17 @@ def _chunk_n_bytes(chunk_ms: int) -> int:
 @asynccontextmanager
 async def served(system: System) -> AsyncIterator[str]:
     """Starts the server, yields its base URL once it says it listens, and always ends the process."""
+    async with served_process(system.argv, system.ready, system.name) as (url, _):
+        yield url
+
+
+@asynccontextmanager
+async def served_process(
+    argv: list[str], ready: re.Pattern[str], name: str
+) -> AsyncIterator[tuple[str, asyncio.subprocess.Process]]:
+    """As `served`, yielding the process too (to watch its memory)."""
     process = await asyncio.create_subprocess_exec(
-        *system.argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv, cwd=REPO_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     log_tail: deque[str] = deque(maxlen=40)
     url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -161,15 +170,15 @@ async def served(system: System) -> AsyncIterator[str]:
         async for raw in process.stdout:
             line = raw.decode(errors="replace").rstrip()
             log_tail.append(line)
-            match = system.ready.search(line)
+            match = ready.search(line)
             if match and not url.done():
                 url.set_result(match.group(1))
         if not url.done():
-            url.set_exception(RuntimeError(f"{system.name} exited before listening:\n" + "\n".join(log_tail)))
+            url.set_exception(RuntimeError(f"{name} exited before listening:\n" + "\n".join(log_tail)))
 
     reader = asyncio.create_task(drain())
     try:
-        yield await asyncio.wait_for(url, READY_TIMEOUT_S)
+        yield await asyncio.wait_for(url, READY_TIMEOUT_S), process
     finally:
         if process.returncode is None:
             process.terminate()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import WSMsgType, web
 
 from .engine.port import Engine, EngineOutput
+from .metrics import SessionMetrics
 from .protocol.codec import encode_server_event, peek_event_id
 from .protocol.errors import ProtocolError
 from .protocol.server_events import ServerEvent
@@ -111,6 +112,7 @@ class Connection:
         limits: FlowLimits,
         budget: InflightBudget,
         beta_names: bool,
+        observer: SessionMetrics,
     ) -> None:
         self._request = request
         self.ws = ws
@@ -119,6 +121,7 @@ class Connection:
         self._limits = limits
         self._budget = budget
         self._beta_names = beta_names
+        self._observer = observer
         self._inbox = Inbox(limits.max_inbox_bytes)
         self._loop = asyncio.get_running_loop()
 
@@ -147,6 +150,7 @@ class Connection:
             self._release_inbox()
             self.session.close()
             self._dispatch()
+            self._observer.close()
 
     async def close(self, code: int, reason: str) -> None:
         """Close with a code; a client that does not read or answer gets its socket dropped instead."""
@@ -208,6 +212,7 @@ class Connection:
 
     def _dispatch(self) -> list[ServerEvent]:
         events, commands = self.session.drain()
+        self._observer.observe(events, self.session.audio_received_ms)
         for command in commands:
             self._engine.send(command, self._sink)
         return events

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hmac
 import json
 import logging
 import mimetypes
@@ -19,15 +21,17 @@ from aiohttp import web
 from .access import AccessPolicy, allowed_origin_set
 from .connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Connection, FlowLimits, InflightBudget
 from .engine.port import Engine
+from .metrics import METRICS_CONTENT_TYPE, ServerMetrics
 from .protocol.errors import quote
 from .protocol.ids import IdFactory
 from .session.session import Session, SessionLimits
 from .session.settings import SessionSettings
+from .web_files import default_web_dir
 
 log = logging.getLogger(__name__)
 
 REALTIME_PATHS = ("/v1/realtime", "/realtime")
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+WEB_DIR = default_web_dir()
 MIB = 1024 * 1024
 
 
@@ -54,7 +58,14 @@ class ServerConfig:
     # Feed spoken turns to the engine while they are spoken (off: encode the whole turn after commit).
     streaming_prefill: bool = True
     limits: SessionLimits = field(default_factory=SessionLimits)
+    # TLS for https:// and wss:// on the same port.
     ssl_context: ssl.SSLContext | None = None
+    # Serving the random-weight demo checkpoint: /healthz says so and the page shows a banner.
+    demo_model: bool = False
+    # A socket bound in advance (the CLI binds before the model loads); bind() adopts it.
+    listener: socket.socket | None = None
+    # Bearer token GET /metrics requires; None leaves it open like /healthz.
+    metrics_token: str | None = None
 
 
 class RealtimeServer:
@@ -74,10 +85,12 @@ class RealtimeServer:
         self._ids = IdFactory()
         self._connections: dict[str, Connection] = {}
         self._started_at = time.monotonic()
+        self.metrics = ServerMetrics(engine.health)
         self._socket: socket.socket | None = None
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=config.max_message_bytes)
         self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/metrics", self._metrics)
         for path in REALTIME_PATHS:
             self.app.router.add_get(path, self._realtime)
         self.app.router.add_routes(list(extra_routes))
@@ -93,6 +106,9 @@ class RealtimeServer:
 
     def bind(self) -> int:
         """Take the listening socket (connections queue until serve()); returns the bound port."""
+        if self.config.listener is not None:
+            self._socket = self.config.listener
+            return self.port
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._socket = socket.create_server((self.config.host, self.config.port), family=family, backlog=128)
         return self.port
@@ -146,10 +162,18 @@ class RealtimeServer:
             "model_loaded": engine.loaded,
             "engine_alive": engine.alive,
             "model": engine.model,
+            "demo_model": self.config.demo_model,
             "detail": engine.detail,
             "sessions": len(self._connections),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
         }
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        token = self.config.metrics_token
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if token and not hmac.compare_digest(offered.encode(), token.encode()):
+            return _response(401, b'{"error":"invalid or missing metrics token"}', "application/json")
+        return _response(200, self.metrics.render(), METRICS_CONTENT_TYPE)
 
     async def _static(self, request: web.Request) -> web.Response:
         root = self.config.web_dir.resolve()
@@ -195,11 +219,14 @@ class RealtimeServer:
         return None
 
     async def _run_session(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        limits = self.config.limits
+        if limits.context_tokens is None:
+            limits = dataclasses.replace(limits, context_tokens=self.engine.health().context_tokens)
         session = Session(
             self._ids.new("sess"),
             self.config.session_defaults,
             ids=self._ids,
-            limits=self.config.limits,
+            limits=limits,
             stream_turns=self.config.streaming_prefill,
         )
         flow = FlowLimits(
@@ -213,6 +240,7 @@ class RealtimeServer:
             limits=flow,
             budget=self._budget,
             beta_names="realtime=v1" in request.headers.get("OpenAI-Beta", ""),
+            observer=self.metrics.open_session(),
         )
         self._connections[session.id] = connection
         log.info("session %s opened", session.id)

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import io
 import json
 import os
 import queue
+import re
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +28,10 @@ from PIL import Image
 collect_ignore = ["clients"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parents[1]
+LISTENING = re.compile(r"listening on (https?://\S+)")
+SERVER_START_TIMEOUT_S = 120
+CLI_TIMEOUT_S = 120
 
 
 def require_tool(name: str) -> str:
@@ -36,13 +45,19 @@ def require_tool(name: str) -> str:
     return path
 
 
-def strict_server_event(wire: str | dict):
-    """Parse a server event with the openai SDK's own models, strictly, as pipecat and the Agents SDK do."""
+@functools.cache
+def _server_event_adapter():
+    # Building the adapter for the SDK's union takes ~0.1 s: once per test run, not once per event.
     from openai.types.realtime import RealtimeServerEvent
     from pydantic import TypeAdapter
 
+    return TypeAdapter(RealtimeServerEvent)
+
+
+def strict_server_event(wire: str | dict):
+    """Parse a server event with the openai SDK's own models, strictly, as pipecat and the Agents SDK do."""
     data = json.loads(wire) if isinstance(wire, str) else wire
-    return TypeAdapter(RealtimeServerEvent).validate_python(data, strict=False)
+    return _server_event_adapter().validate_python(data, strict=False)
 
 
 def png_data_uri(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> str:
@@ -106,3 +121,81 @@ def serve_in_thread(backend, **config) -> Iterator[str]:
         loop.call_soon_threadsafe(stop.set_result, None)
         thread.join(timeout=30)
         worker.stop()
+
+
+def cli_env(**overrides: str) -> dict[str, str]:
+    """A CLI subprocess's environment: the defaults under test, whatever the developer's shell exports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_REALTIME_")}
+    return {**env, **overrides}
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "realtime", *args],
+        cwd=REPO,
+        env=cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+    )
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure's one line; nothing on stderr may look like a traceback."""
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@contextmanager
+def cli_server(
+    args: list[str],
+    log_path: Path,
+    *,
+    python: str = sys.executable,
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`python -m realtime serve ARGS` as a subprocess; yields its URL once it prints its listening line.
+    Its stderr goes to log_path; it is terminated on exit."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [python, "-m", "realtime", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+            cwd=cwd,
+            env=env if env is not None else cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
+        try:
+            yield _wait_listening(lines, log_path)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _pump_lines(stream, lines: queue.Queue[str | None]) -> None:
+    # Keeps draining stdout so a chatty server never blocks on a full pipe.
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _wait_listening(lines: queue.Queue[str | None], log_path: Path) -> str:
+    while True:
+        try:
+            line = lines.get(timeout=SERVER_START_TIMEOUT_S)
+        except queue.Empty:
+            pytest.fail(f"server printed no listening line; log:\n{log_path.read_text()}")
+        if line is None:
+            pytest.fail(f"server exited before listening; log:\n{log_path.read_text()}")
+        match = LISTENING.search(line)
+        if match:
+            return match.group(1)

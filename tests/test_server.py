@@ -59,6 +59,7 @@ async def test_healthz_and_static_files():
         health = json.loads(body)
         assert status == 200 and content_type == "application/json"
         assert health["model_loaded"] is True and health["sessions"] == 0 and health["uptime_s"] >= 0
+        assert health["demo_model"] is False
         status, content_type, body = await asyncio.to_thread(http_get, f"http://{host}/")
         assert status == 200 and content_type == "text/html" and b"<html" in body.lower()
         status, _, _ = await asyncio.to_thread(http_get, f"http://{host}/../pyproject.toml")

@@ -23,6 +23,8 @@ const ui = {
   message: $("message"),
   settings: $("settings"),
   instructions: $("instructions"),
+  stop: $("stop"),
+  demoBanner: $("demo-banner"),
 };
 
 const settings = loadSettings();
@@ -30,7 +32,8 @@ const transcript = new Transcript($("transcript"));
 const clock = new TurnClock();
 // Test and console hook: what the page sent and received, and a way to send raw events.
 const debug = { counts: {}, last: {}, sentAudioMs: 0, sentFrames: 0, sessions: 0, micRateHz: null };
-let serverInstructions = "";
+// The server's session defaults (from session.created), sent back while a setting is left blank.
+const serverDefaults = { instructions: "", maxOutputTokens: undefined };
 let activeResponseId = null;
 let talking = false;
 let heldAudioMs = 0;
@@ -43,9 +46,10 @@ const handlers = {
   "session.created": ({ session }) => {
     debug.sessions += 1;
     if (debug.sessions > 1) transcript.note("Reconnected: a new session starts here");
-    serverInstructions = session.instructions ?? "";
-    ui.instructions.placeholder = serverInstructions || "Server default";
-    connection.send(sessionUpdate(settings, serverInstructions));
+    serverDefaults.instructions = session.instructions ?? "";
+    serverDefaults.maxOutputTokens = session.max_output_tokens;
+    ui.instructions.placeholder = serverDefaults.instructions || "Server default";
+    connection.send(sessionUpdate(settings, serverDefaults));
   },
   "input_audio_buffer.speech_started": () => showActivity("hearing", "Hearing you"),
   "input_audio_buffer.speech_stopped": () => {
@@ -55,7 +59,7 @@ const handlers = {
   "conversation.item.added": ({ item }) => transcript.upsertItem(item),
   "conversation.item.done": ({ item }) => transcript.upsertItem(item),
   "response.created": ({ response }) => {
-    activeResponseId = response.id;
+    setActiveResponse(response.id);
     clock.responseCreated(response.id);
     if (!talking) showActivity("thinking", "Thinking…");
   },
@@ -67,7 +71,7 @@ const handlers = {
   "response.output_text.done": ({ item_id, text }) => transcript.setText(item_id, text),
   "response.done": ({ response }) => {
     transcript.finishResponse(response, clock.done(response));
-    if (response.id === activeResponseId) activeResponseId = null;
+    if (response.id === activeResponseId) setActiveResponse(null);
     if (!talking) showResting();
   },
   error: ({ error }) => showError(error.code ?? error.type, error.message),
@@ -83,9 +87,15 @@ function showConnection(state, text) {
   ui.connection.dataset.state = state;
   ui.connection.textContent = text;
   if (state !== "connected") {
-    activeResponseId = null;
+    setActiveResponse(null);
     showResting();
   }
+}
+
+// The Stop button is offered exactly while an answer is being produced.
+function setActiveResponse(responseId) {
+  activeResponseId = responseId;
+  ui.stop.hidden = responseId === null;
 }
 
 function showActivity(state, text) {
@@ -225,7 +235,7 @@ function settingsChanged(changed, name) {
   }
   if (name === "frameRateFps") camera.setFrameRate(changed.frameRateFps);
   if (name === "mode") applyMode();
-  connection.send(sessionUpdate(changed, serverInstructions));
+  connection.send(sessionUpdate(changed, serverDefaults));
 }
 
 // Space holds the talk button unless the focus is in something Space already operates.
@@ -263,7 +273,18 @@ function bindControls() {
     sendUserMessage([{ type: "input_text", text }], true);
     ui.message.value = "";
   });
+  ui.stop.addEventListener("click", cancelActiveResponse);
   $("open-settings").addEventListener("click", () => ui.settings.showModal());
+}
+
+// The server says whether it runs the random-weight demo model; the page says so too.
+async function showDemoBanner() {
+  try {
+    const health = await (await fetch("healthz", { cache: "no-store" })).json();
+    ui.demoBanner.hidden = !health.demo_model;
+  } catch {
+    // No health answer: the connection status already tells the user something is wrong.
+  }
 }
 
 window.mlxRealtime = Object.assign(debug, {
@@ -275,3 +296,4 @@ bindSettingsForm($("settings-form"), settings, settingsChanged);
 bindControls();
 applyMode();
 connection.connect(settings.apiKey);
+showDemoBanner();

@@ -43,8 +43,8 @@ export function bindSettingsForm(form, settings, onChange) {
   });
 }
 
-// serverInstructions: the default from session.created, used while the field is left blank.
-export function sessionUpdate(settings, serverInstructions) {
+// serverDefaults: instructions and max_output_tokens from session.created, used while a field is blank.
+export function sessionUpdate(settings, serverDefaults) {
   const turnDetection =
     settings.mode === "hands-free"
       ? {
@@ -62,8 +62,8 @@ export function sessionUpdate(settings, serverInstructions) {
     session: {
       type: "realtime",
       output_modalities: ["text"],
-      instructions: settings.instructions || serverInstructions,
-      max_output_tokens: maxTokens > 0 ? maxTokens : "inf",
+      instructions: settings.instructions || serverDefaults.instructions,
+      max_output_tokens: maxTokens > 0 ? maxTokens : serverDefaults.maxOutputTokens,
       audio: {
         input: {
           format: { type: "audio/pcm", rate: SESSION_RATE_HZ },

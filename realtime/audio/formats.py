@@ -79,7 +79,8 @@ class AudioDecoder:
             data = self._pending + data
         n_whole_bytes = len(data) & ~1
         self._pending = data[n_whole_bytes:]
-        return np.frombuffer(data, dtype="<i2", count=n_whole_bytes // 2).astype(np.int16)
+        # A read-only view of the wire bytes, no copy: whoever keeps samples copies them into its buffer.
+        return np.frombuffer(data, dtype="<i2", count=n_whole_bytes // 2).astype(np.int16, copy=False)
 
 
 def pcm16_to_float32(samples: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
 SOXR_QUALITY = "HQ"
 
 _INT16_SCALE = np.float32(32768.0)
+# Long chunks are resampled a block at a time: the float32 copies then stay small for a minute of audio.
+_BLOCK_N_SAMPLES = 1 << 16
 
 
 def _to_float32(samples: np.ndarray) -> np.ndarray:
@@ -19,7 +21,10 @@ def _to_float32(samples: np.ndarray) -> np.ndarray:
 
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(samples * _INT16_SCALE), -32768, 32767).astype(np.int16)
+    scaled = samples * _INT16_SCALE
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16)
 
 
 class StreamingResampler:
@@ -45,7 +50,11 @@ class StreamingResampler:
         # An empty call still costs ~18 us in python-soxr, and odd-byte PCM chunks make many.
         if self._stream is None or len(samples) == 0:
             return samples
-        return _to_int16(self._stream.resample_chunk(_to_float32(samples)))
+        blocks = [
+            _to_int16(self._stream.resample_chunk(_to_float32(samples[start : start + _BLOCK_N_SAMPLES])))
+            for start in range(0, len(samples), _BLOCK_N_SAMPLES)
+        ]
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
     def flush(self) -> np.ndarray:
         """Returns the audio the filter still holds; the stream then starts afresh."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .port import (
     TextPart,
     ToolCall,
     Usage,
+    context_overflow,
 )
 
 
@@ -39,6 +40,11 @@ def describe_request(request: GenerationRequest) -> str:
     return " ".join(words)
 
 
+def count_parts(request: GenerationRequest) -> Usage:
+    """Input usage as one text token per part."""
+    return Usage(input_text_tokens=sum(len(t.parts) for t in request.turns))
+
+
 def no_calls(request: GenerationRequest) -> list[tuple[str, str]]:
     return []
 
@@ -51,7 +57,10 @@ class FakeBackend:
     reply: Callable[[GenerationRequest], str] = describe_request
     calls: Callable[[GenerationRequest], list[tuple[str, str]]] = no_calls
     name: str = "fake"
+    context_tokens: int | None = None
     seconds_per_token: float = 0.0
+    # The input usage it reports; a request it cannot hold within context_tokens fails as the MLX one does.
+    count_input: Callable[[GenerationRequest], Usage] = count_parts
     requests: list[GenerationRequest] = field(default_factory=list)
     dropped_sessions: list[str] = field(default_factory=list)
     # ("begin" | "append" | "abandon", session id, audio key or n samples), in the order received.
@@ -72,18 +81,21 @@ class FakeBackend:
             for n, (name, arguments) in enumerate(self.calls(request))
         ]
         limit = request.max_output_tokens or len(steps)
-        n_input = sum(len(t.parts) for t in request.turns)
+        usage = self.count_input(request)
+        if self.context_tokens is not None and usage.input_tokens >= self.context_tokens:
+            yield context_overflow(request.response_id, usage, self.context_tokens)
+            return
         n_output = 0
         for step in steps[:limit]:
             if should_stop():
-                yield GenerationDone(request.response_id, "cancelled", Usage(n_input, 0, 0, 0, n_output))
+                yield GenerationDone(request.response_id, "cancelled", replace(usage, output_tokens=n_output))
                 return
             # Simulated compute time on the engine thread, so cancels can land mid-answer.
             time.sleep(self.seconds_per_token)
             n_output += 1
             yield step
         reason = "max_tokens" if limit < len(steps) else "end_of_turn"
-        yield GenerationDone(request.response_id, reason, Usage(n_input, 0, 0, 0, n_output))
+        yield GenerationDone(request.response_id, reason, replace(usage, output_tokens=n_output))
 
     def drop_session(self, session_id: str) -> None:
         self.dropped_sessions.append(session_id)

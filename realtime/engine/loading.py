@@ -23,13 +23,22 @@ class UnsupportedModelError(ValueError):
     pass
 
 
+def is_repo_id(spec: str) -> bool:
+    """True when `spec` names a Hugging Face repo rather than a local path."""
+    return (
+        not Path(spec).expanduser().exists()
+        and not spec.startswith(("/", ".", "~"))
+        and bool(_REPO_ID.match(spec))
+    )
+
+
 def resolve_model_path(spec: str | None) -> tuple[Path, bool]:
     if spec is None:
         return ensure_demo_model(), True
     local = Path(spec).expanduser()
     if local.is_dir():
         return local, False
-    if local.exists() or spec.startswith(("/", ".", "~")) or not _REPO_ID.match(spec):
+    if not is_repo_id(spec):
         raise ModelNotFoundError(f"{spec!r} is not a model directory (and not a Hugging Face repo id)")
     return _download(spec), False
 

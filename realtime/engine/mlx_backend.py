@@ -17,6 +17,7 @@ from .conversation_cache import ConversationCache
 from .gemma4.audio_encoder import stream_encoder
 from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
+from .gemma4.context import context_tokens as model_context_tokens
 from .gemma4.language_model import Prefiller
 from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder
@@ -36,6 +37,7 @@ from .port import (
     ToolCall,
     Turn,
     Usage,
+    context_overflow,
 )
 from .prefill import EmbeddingPiece, Piece, TokenPiece, split_into_chunks
 from .prompt import Prompt, Reply
@@ -78,11 +80,14 @@ class MlxBackend:
         *,
         prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
+        context_tokens: int | None = None,
     ) -> None:
         self._source = model
         self.name = model.path.name if isinstance(model, LoadedModel) else Path(model).name
         self._prefill_chunk_tokens = prefill_chunk_tokens
         self._max_output_tokens = max_output_tokens
+        # None: the model's own context length, read on load. A smaller value bounds each session's cache.
+        self.context_tokens = context_tokens
         self._sessions: dict[str, _Session] = {}
         self.loaded: LoadedModel | None = None
 
@@ -109,6 +114,8 @@ class MlxBackend:
         self._prefiller = Prefiller(model)
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
+        model_tokens = model_context_tokens(model.config)
+        self.context_tokens = min(self.context_tokens or model_tokens, model_tokens)
         self._warm_up()
 
     def generate(
@@ -121,6 +128,12 @@ class MlxBackend:
         prompt = self._renderer.render(
             request.instructions, request.turns, session.replies, request.declared_tools
         )
+        if len(prompt.ids) >= self.context_tokens:
+            if in_session:
+                # The streamed turn will not be answered: the cache goes back to before it.
+                self.abandon_audio_turn(request.session_id)
+            yield context_overflow(request.response_id, _input_usage(prompt, 0), self.context_tokens)
+            return
         if in_session:
             # Answers no longer in the conversation (deleted items) will not be replayed again.
             present = {turn.item_id for turn in request.turns}
@@ -236,7 +249,11 @@ class MlxBackend:
         logits = yield from self._prefill_prompt(prompt, cache, should_stop)
         reason: StopReason = "cancelled"
         if logits is not None:
-            reason = yield from self._decode(request, logits, cache, answer, should_stop)
+            # The answer also ends where the context does.
+            limit = min(
+                request.max_output_tokens or self._max_output_tokens, self.context_tokens - len(prompt.ids)
+            )
+            reason = yield from self._decode(request, logits, cache, answer, should_stop, limit)
         usage = replace(usage, output_tokens=len(answer.token_ids))
         return GenerationDone(request.response_id, reason, usage)
 
@@ -303,10 +320,10 @@ class MlxBackend:
         cache: ConversationCache,
         answer: Answer,
         should_stop: Callable[[], bool],
+        limit: int,
     ) -> Generator[Step, None, StopReason]:
         constraint = self._tool_constraint(request)
         sampler = Sampler(request.sampling, self._suppression(request), constraint)
-        limit = request.max_output_tokens or self._max_output_tokens
         token = sampler(logits)
         while True:
             if should_stop():

@@ -162,6 +162,15 @@ class GenerationDone:
 EngineOutput = TextDelta | ToolCall | GenerationDone
 
 
+def context_overflow(response_id: str, usage: Usage, context_tokens: int) -> GenerationDone:
+    """The end of a request whose prompt leaves no room for an answer in the model's context."""
+    message = (
+        f"The conversation is {usage.input_tokens} tokens and the model's context holds {context_tokens}: "
+        "nothing was generated. Delete items, or set session.truncation to 'auto' or a retention_ratio."
+    )
+    return GenerationDone(response_id, "error", usage, message)
+
+
 @dataclass(frozen=True)
 class AudioTurnStart:
     """Speech has begun: the engine may prefill the conversation so far and this turn's opening, then
@@ -229,6 +238,11 @@ class EngineHealth:
     alive: bool
     model: str = ""
     detail: str | None = None
+    # Load, for /metrics: work items queued or running, and sequences advanced per step right now.
+    queue_depth: int = 0
+    batch_size: int = 0
+    # Tokens one request may hold, prompt and answer together; None: unknown (sessions then never truncate).
+    context_tokens: int | None = None
 
 
 class Engine(Protocol):

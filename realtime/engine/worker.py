@@ -40,6 +40,8 @@ class Backend(Protocol):
     """A model behind the engine thread. Every method is called on that one thread only."""
 
     name: str
+    # Tokens a prompt and its answer may hold together; set by load() at the latest (None: unknown).
+    context_tokens: int | None
 
     def load(self) -> None:
         """Load weights and warm up every modality once."""
@@ -106,6 +108,9 @@ class EngineWorker:
     _thread: threading.Thread | None = None
     _died: bool = False
     loaded: bool = False
+    # Written on the engine thread after each step, read by health() from any thread.
+    _queue_depth: int = 0
+    _batch_size: int = 0
 
     def start(self, timeout_s: float | None = None) -> None:
         """Start the thread and block until the model is loaded and warm."""
@@ -125,7 +130,16 @@ class EngineWorker:
 
     def health(self) -> EngineHealth:
         detail = None if self.alive else "the engine thread is not running"
-        return EngineHealth(loaded=self.loaded, alive=self.alive, model=self.backend.name, detail=detail)
+        return EngineHealth(
+            loaded=self.loaded,
+            alive=self.alive,
+            model=self.backend.name,
+            detail=detail,
+            queue_depth=self._queue_depth,
+            batch_size=self._batch_size,
+            # A backend that does not report its context leaves it unknown: sessions then never truncate.
+            context_tokens=getattr(self.backend, "context_tokens", None),
+        )
 
     @property
     def alive(self) -> bool:
@@ -163,7 +177,8 @@ class EngineWorker:
             self.backend.load()
             self.loaded = True
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
-            log.exception("engine load failed")
+            # The starting thread reports it (one line from the CLI); the traceback is for DEBUG.
+            log.debug("engine load failed", exc_info=True)
             self._load_error = exc
             self._ready.set()
             return
@@ -172,6 +187,9 @@ class EngineWorker:
             while self._apply_commands():
                 if self._queues:
                     self._step_next_session()
+                self._queue_depth = sum(len(jobs) for jobs in self._queues.values())
+                # Sessions take turns one step at a time: one sequence per step while there is work.
+                self._batch_size = 1 if self._queues else 0
         except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
             self._died = True
             log.critical("the engine thread died; every request from now on fails", exc_info=True)

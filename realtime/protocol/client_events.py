@@ -116,13 +116,14 @@ class SessionPatch(_Wire):
     audio: Maybe[AudioSpec] = UNSET
     frames: Maybe[FramesSpec] = UNSET
     temperature: Maybe[float] = UNSET
+    # "auto", "disabled" or {"type": "retention_ratio", ...}: checked by session.truncation.
+    truncation: Maybe[Any] = UNSET
     # Checked by the session (session/tools.py), which names the field at fault.
     tools: Maybe[Any] = UNSET
     tool_choice: Maybe[Any] = UNSET
     parallel_tool_calls: Maybe[bool] = UNSET
     # Accepted so clients that always send them are not refused; they have no effect here.
     tracing: Maybe[Any] = UNSET
-    truncation: Maybe[Any] = UNSET
     include: list[str] | None | UnsetType = UNSET
     # Beta aliases of GA fields.
     modalities: Maybe[list[str]] = UNSET
@@ -155,7 +156,8 @@ class SessionUpdate(_Event, tag="session.update"):
 
 
 class InputAudioBufferAppend(_Event, tag="input_audio_buffer.append"):
-    audio: str
+    # Decoded from base64 by msgspec straight out of the message: no str copy of a chunk is ever made.
+    audio: bytes
 
 
 class InputAudioBufferCommit(_Event, tag="input_audio_buffer.commit"):

@@ -81,7 +81,8 @@ def encode_server_event(event: ServerEvent, *, beta_names: bool = False) -> str:
 
 def decode_base64(value: str, *, param: str) -> bytes:
     try:
-        return base64.b64decode(value, validate=True)
+        # binascii reads an ASCII str in place; base64.b64decode would first copy all of it to bytes.
+        return binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("invalid_base64", f"`{param}` is not valid base64.", param=param) from None
 
@@ -153,6 +154,8 @@ def _validation_error(exc: msgspec.DecodeError, code: str, *, event_id: str | No
     if missing:
         code = "missing_required_parameter"
         param = f"{param}.{missing.group(1)}" if param else missing.group(1)
+    elif message.startswith("Invalid base64"):
+        code = "invalid_base64"
     elif message.startswith("Expected") and param is not None:
         code = "invalid_type"
     return ProtocolError(code, message[0].upper() + message[1:] + ".", param=param, event_id=event_id)

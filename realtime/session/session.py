@@ -64,13 +64,14 @@ from ..engine.port import (
 )
 from ..protocol import client_events as ce
 from ..protocol import server_events as se
-from ..protocol.codec import decode_base64, decode_client_event
+from ..protocol.codec import decode_client_event
 from ..protocol.errors import ProtocolError
 from ..protocol.ids import IdFactory
 from ..vision.frames import FrameBuffer
 from ..vision.images import DecodedImage, ImageLimits
 from .audio_input import AudioInput, DetectorFactory, samples_to_ms, webrtc_detector
 from .content import audio_key, check_call_item, decode_image_param, image_part, parse_item, to_turn
+from .context_window import ContextWindow
 from .conversation import ROOT, Content, Conversation, Item
 from .response import Response
 from .settings import SessionSettings, parse_max_output_tokens
@@ -90,6 +91,8 @@ def _no_events(item: Item) -> list[se.ServerEvent]:
 class SessionLimits:
     max_buffer_ms: int = 10 * 60 * 1000
     image_limits: ImageLimits = field(default_factory=ImageLimits)
+    # The engine's context (EngineHealth.context_tokens): conversations are truncated to fit it.
+    context_tokens: int | None = None
 
 
 class Session:
@@ -113,6 +116,9 @@ class Session:
         self._limits = limits
         self.conversation = Conversation()
         self.conversation_id = self._ids.new("conv")
+        self._window = ContextWindow(limits.context_tokens)
+        # What the running response's request carried of the conversation, for learning token costs.
+        self._window_sent: list[Item] | None = None
         self._audio = AudioInput(
             settings.input_format,
             settings.turn_detection,
@@ -207,6 +213,11 @@ class Session:
         self._events, self._commands = [], []
         return events, commands
 
+    @property
+    def audio_received_ms(self) -> int:
+        """Client audio decoded so far, on the session's sample clock (read by the transport's metrics)."""
+        return samples_to_ms(self._audio.end_sample)
+
     # Session ------------------------------------------------------------------------------------
 
     def _on_session_update(self, event: ce.SessionUpdate) -> None:
@@ -222,7 +233,7 @@ class Session:
     # Input audio and frames ---------------------------------------------------------------------
 
     def _on_audio_append(self, event: ce.InputAudioBufferAppend) -> None:
-        for segment in self._audio.append(decode_base64(event.audio, param="audio")):
+        for segment in self._audio.append(event.audio):
             if isinstance(segment, SpeechStarted):
                 self._on_speech_started(samples_to_ms(segment.start_sample))
             elif isinstance(segment, SpeechStopped):
@@ -322,7 +333,7 @@ class Session:
         start = AudioTurnStart(
             session_id=self.id,
             instructions=self.settings.instructions,
-            turns=tuple(to_turn(item) for item in self.conversation),
+            turns=tuple(to_turn(item) for item in self._window_for_stream()),
             item_id=self._speech_item_id,
             images=tuple(image_part(image) for image in images),
             audio_key=audio_key(self._speech_item_id, len(images)),
@@ -397,6 +408,7 @@ class Session:
 
     def _on_item_delete(self, event: ce.ConversationItemDelete) -> None:
         self.conversation.delete(event.item_id)
+        self._window.forget(event.item_id)
         self._emit(se.ConversationItemDeleted(item_id=event.item_id))
 
     # Responses ----------------------------------------------------------------------------------
@@ -440,11 +452,17 @@ class Session:
                 "`conversation` must be 'auto' or 'none'.",
                 param="response.conversation",
             )
-        turns = tuple(to_turn(item) for item in self._response_input(spec))
         tool_settings = self._response_tools(spec)
         max_tokens = self.settings.max_output_tokens
         if spec.max_output_tokens is not UNSET:
             max_tokens = parse_max_output_tokens(spec.max_output_tokens, "response.max_output_tokens")
+        if spec.input is UNSET:
+            items = self._visible_items(max_tokens)
+            # Learned only from requests whose instructions and tools are the session's own.
+            self._window_sent = items if spec.instructions is UNSET and spec.tools is UNSET else None
+        else:
+            items, self._window_sent = self._response_input(spec), None
+        turns = tuple(to_turn(item) for item in items)
         response = Response(
             id=self._ids.response(),
             first_item_id=self._ids.item(),
@@ -473,6 +491,17 @@ class Session:
         self._audio.disarm_idle_timeout()
         self._emit(se.ResponseCreated(response=response.to_wire("in_progress")))
         self._commands.append(StartGeneration(request))
+
+    def _visible_items(self, max_output_tokens: int, upcoming_tokens: int = 0) -> list[Item]:
+        return self._window.visible(
+            list(self.conversation), self.settings.truncation, max_output_tokens, upcoming_tokens
+        )
+
+    def _window_for_stream(self) -> list[Item]:
+        # Room for the turn being spoken too: a window move then happens now, its prefill overlapping the
+        # speech, rather than when the user stops and waits for the answer.
+        upcoming = self._window.upcoming_turn_tokens
+        return self._visible_items(self.settings.max_output_tokens, upcoming)
 
     def _response_tools(self, spec: ce.ResponseSpec) -> dict[str, Any]:
         """The GenerationRequest's tool fields: the session's, overridden by the response's."""
@@ -504,8 +533,6 @@ class Session:
         return [se.ConversationItemDone(previous_item_id=previous, item=item.to_wire())]
 
     def _response_input(self, spec: ce.ResponseSpec) -> list[Item]:
-        if spec.input is UNSET:
-            return list(self.conversation)
         items: list[Item] = []
         for index, item_spec in enumerate(spec.input):
             param = f"response.input[{index}]"
@@ -522,6 +549,12 @@ class Session:
 
     def _finish_response(self, response: Response, done: GenerationDone) -> None:
         closing, wire = response.finish(done)
+        if self._window_sent is not None:
+            self._window.learn(self._window_sent, done.usage)
+            self._window_sent = None
+        if response.conversation_id is not None:
+            # The engine replays a response's tokens under its first output item.
+            self._window.record_answer(response.first_item_id, done.usage.output_tokens)
         self._emit_all(closing)
         self._emit(se.ResponseDone(response=wire))
         self._response = None

@@ -13,6 +13,7 @@ from ..engine.port import ToolChoice, ToolSpec
 from ..protocol.client_events import SessionPatch, TurnDetectionSpec
 from ..protocol.errors import ProtocolError, quote
 from .tools import check_tool_choice, parse_tool_choice, parse_tools, tool_choice_to_wire, tools_to_wire
+from .truncation import Truncation
 
 MAX_OUTPUT_TOKENS_LIMIT = 4096
 
@@ -106,6 +107,7 @@ class SessionSettings:
     turn_detection: TurnDetection | None = TurnDetection()
     frames_max_per_turn: int = 1
     frames_min_interval_ms: int = 0
+    truncation: Truncation = Truncation()
     tools: tuple[ToolSpec, ...] = ()
     tool_choice: ToolChoice = "auto"
     parallel_tool_calls: bool = True
@@ -130,6 +132,8 @@ class SessionSettings:
         if patch.temperature is not UNSET:
             _check_range("temperature", patch.temperature, 0.0, 2.0)
             changes["temperature"] = patch.temperature
+        if patch.truncation is not UNSET:
+            changes["truncation"] = Truncation.from_wire(patch.truncation)
         changes.update(self._audio_changes(patch))
         if patch.frames is not UNSET:
             if patch.frames.max_per_turn is not UNSET:
@@ -207,6 +211,7 @@ class SessionSettings:
             "tool_choice": tool_choice_to_wire(self.tool_choice),
             "parallel_tool_calls": self.parallel_tool_calls,
             "tracing": None,
+            "truncation": self.truncation.to_wire(),
             "frames": {
                 "max_per_turn": self.frames_max_per_turn,
                 "min_interval_ms": self.frames_min_interval_ms,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import io
 from dataclasses import dataclass
@@ -124,7 +125,8 @@ def _decode_base64(payload: str, max_image_bytes: int) -> bytes:
     if n_bytes > max_image_bytes:
         raise ImageError("image_too_large", f"image is {n_bytes} bytes; the limit is {max_image_bytes} bytes")
     try:
-        return base64.b64decode(payload, validate=True)
+        # binascii reads an ASCII str in place; base64.b64decode would first copy all of it to bytes.
+        return binascii.a2b_base64(payload, strict_mode=True)
     except ValueError as exc:  # binascii.Error, or a non-ASCII character
         raise ImageError("invalid_base64", f"image data is not valid base64: {exc}") from None
 

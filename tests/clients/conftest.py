@@ -96,7 +96,7 @@ def server_errors(server: RunningServer) -> Iterator[None]:
     yield
     markers = (" ERROR ", "Traceback", "refused a client event")
     logged = [line for line in server.log_lines[start:] if any(marker in line for marker in markers)]
-    assert not logged, "the server logged errors:\n" + "\n".join(logged)
+    assert not logged, "the server logged errors:\n" + "\n".join(server.log_lines[start:][-80:])
 
 
 class _ErrorRecords(logging.Handler):

@@ -416,3 +416,19 @@ def test_sampling_with_a_seed_is_reproducible_and_differs_from_greedy(backend):
     run(backend, greedy)
     assert answers[0] == answers[1]
     assert answers[0] != answer_ids(backend, greedy)
+
+
+def test_a_prompt_past_the_context_fails_and_an_answer_ends_where_the_context_does(backend):
+    assert backend.context_tokens == 131_072  # the demo model's max_position_embeddings
+    turn = user("Tell me a long story about the sea.")
+    n_prompt = len(state.render_prompt(backend, request([turn])).ids)
+    try:
+        backend.context_tokens = n_prompt
+        _, done = run(backend, request([turn]))
+        assert done.stop_reason == "error" and f"context holds {n_prompt}" in done.error_message
+        assert done.usage.input_tokens == n_prompt and done.usage.output_tokens == 0
+        backend.context_tokens = n_prompt + 3
+        _, done = run(backend, request([turn], max_tokens=MAX_TOKENS))
+        assert (done.stop_reason, done.usage.output_tokens) == ("max_tokens", 3)
+    finally:
+        backend.context_tokens = 131_072

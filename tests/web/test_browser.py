@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI, cli_server, require_tool
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -24,14 +20,11 @@ except ImportError:
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).parent / "artifacts"
-LISTENING = re.compile(r"listening on (http://\S+)")
 SENTENCE = "Hello there. Can you tell me what you see in the picture?"
 # Long enough after each spoken sentence for an answer to start before the looping fake mic
 # speaks again, and short enough that the next loop still interrupts that answer.
 TRAILING_SILENCE_S = 3.0
-SERVER_START_TIMEOUT_S = 120
 TURN_TIMEOUT_MS = 60_000
 # The page's own server is the only host it may reach; no CDN, font or telemetry requests.
 NO_NETWORK_FLAGS = [
@@ -79,59 +72,9 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "realtime",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--api-key",
-                API_KEY,
-            ],
-            cwd=REPO,
-            # The defaults under test, whatever the developer's shell exports.
-            env={k: v for k, v in os.environ.items() if not k.startswith("MLX_REALTIME_")},
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
-        try:
-            yield _wait_listening(lines, log_path)
-            assert "Traceback" not in log_path.read_text()
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _pump_lines(stream, lines: queue.Queue[str | None]) -> None:
-    # Keeps draining stdout so a chatty server never blocks on a full pipe.
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-def _wait_listening(lines: queue.Queue[str | None], log_path: Path) -> str:
-    while True:
-        try:
-            line = lines.get(timeout=SERVER_START_TIMEOUT_S)
-        except queue.Empty:
-            pytest.fail(f"server printed no listening line; log:\n{log_path.read_text()}")
-        if line is None:
-            pytest.fail(f"server exited before listening; log:\n{log_path.read_text()}")
-        match = LISTENING.search(line)
-        if match:
-            return match.group(1)
+    with cli_server(["--api-key", API_KEY], log_path) as url:
+        yield url
+        assert "Traceback" not in log_path.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +201,9 @@ def _screenshot(page, name: str) -> Path:
 
 
 def test_page_connects_configures_the_session_and_reconnects(page):
+    # The CLI serves the demo model here; /healthz says so and the page warns.
+    expect(page.locator("#demo-banner")).to_be_visible()
+    expect(page.locator("#demo-banner")).to_contain_text("answers are random text")
     session = _last_event(page, "session.updated")["session"]
     assert session["output_modalities"] == ["text"]
     assert session["audio"]["input"]["format"] == {"type": "audio/pcm", "rate": 24000}
@@ -334,12 +280,15 @@ def test_push_to_talk_and_typed_turns_answer_and_talking_cancels(page):
     _screenshot(page, "push_to_talk_phone.png")
 
     _change_settings(page, max_tokens="")
+    # Blank means the server's own default, as session.created announced it (not "inf").
     page.wait_for_function(
         """() => {
-            const limit = window.mlxRealtime.last["session.updated"].session.max_output_tokens;
-            return limit === "inf" || limit > 1000;
+            const last = window.mlxRealtime.last;
+            const limit = last["session.updated"].session.max_output_tokens;
+            return limit !== 12 && limit === last["session.created"].session.max_output_tokens;
         }"""
     )
+    assert _last_event(page, "session.updated")["session"]["max_output_tokens"] == 1024
     page.fill("#message", "Tell me a long story.")
     page.press("#message", "Enter")
     page.wait_for_function(
@@ -354,6 +303,21 @@ def test_push_to_talk_and_typed_turns_answer_and_talking_cancels(page):
     expect(stopped).to_have_attribute("data-status", "cancelled", timeout=TURN_TIMEOUT_MS)
     expect(stopped.locator(".meta")).to_contain_text("Stopped")
     page.keyboard.up("Space")
+
+
+def test_the_stop_button_cancels_the_streaming_answer(page):
+    stop = page.locator("#stop")
+    expect(stop).to_be_hidden()
+    page.fill("#message", "Tell me a long story.")
+    page.press("#message", "Enter")
+    page.wait_for_function("document.querySelector('.turn.assistant .text')?.textContent.length > 0")
+    expect(stop).to_be_visible()
+    stop.click()
+    answer = page.locator(".turn.assistant").first
+    expect(answer).to_have_attribute("data-status", "cancelled")
+    expect(answer.locator(".meta")).to_contain_text("Stopped")
+    expect(stop).to_be_hidden()
+    _screenshot(page, "stopped_phone.png")
 
 
 def test_error_events_are_shown_and_the_session_stays_usable(page):
