@@ -523,3 +523,17 @@ def test_a_vad_change_mid_speech_lets_new_frames_in_again():
     _, commands = drain(session)
     image_part, _ = generations(commands)[0].request.turns[-1].parts
     assert image_part.image.getpixel((0, 0)) == (0, 0, 200)
+
+
+def test_tool_choice_required_may_come_before_the_tools_as_pipecat_sends_it():
+    session = make_session()
+    patch = {"tools": [], "tool_choice": "required"}
+    events, _ = drive(session, {"type": "session.update", "session": patch})
+    assert types(events) == ["session.updated"] and events[0]["session"]["tool_choice"] == "required"
+    events, commands = drive(session, user_text("hi"), {"type": "response.create", "event_id": "r1"})
+    assert events[-1]["error"]["param"] == "response.tool_choice" and not generations(commands)
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    events, _ = drive(session, {"type": "session.update", "session": {"tools": [weather]}})
+    assert types(events) == ["session.updated"]
+    _, commands = drive(session, {"type": "response.create"})
+    assert generations(commands)[0].request.tool_choice == "required"
