@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from realtime.engine.fake_backend import FakeBackend
 from realtime.engine.port import EngineHealth, StartGeneration
 from realtime.metrics import ServerMetrics
+from realtime.protocol import server_events as se
 from realtime.session.session import Session
 from realtime.session.settings import SessionSettings
 from tests.conftest import cli_server, pcm16_b64, tone
@@ -122,6 +123,28 @@ def test_typed_turns_and_cancelled_responses_are_labelled():
     assert seen[("mlx_realtime_time_to_first_delta_seconds_count", ())] == 0
     assert seen[("mlx_realtime_audio_input_seconds_total", ())] == 0
     assert seen[("mlx_realtime_engine_alive", ())] == 0
+
+
+def test_function_call_items_are_not_turns_and_do_not_break_the_observer():
+    # Clients create function_call / function_call_output items (the Agents SDK sends each tool's output).
+    metrics = ServerMetrics(lambda: EngineHealth(loaded=True, alive=True), clock=ManualClock())
+    session = Session("sess_3", SessionSettings())
+    observed = metrics.open_session()
+    session.start()
+    call = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"}
+    send(session, {"type": "conversation.item.create", "item": call})
+    send(
+        session,
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        },
+    )
+    events, _ = session.drain()
+    added = [type(e.item) for e in events if isinstance(e, se.ConversationItemAdded)]
+    assert added == [se.FunctionCallItemOut, se.FunctionCallOutputItemOut]
+    observed.observe(events, session.audio_received_ms)
+    assert not [key for key in samples(metrics) if key[0] == "mlx_realtime_turns_total"]
 
 
 def _scrape(url: str, token: str | None) -> dict[tuple[str, tuple], float]:

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from typing import Any, ClassVar, Literal, TypeVar
 
-from msgspec import UNSET, Struct, UnsetType
+import msgspec
+from msgspec import NODEFAULT, UNSET, Struct, UnsetType
 
-# Absent and null differ on the wire (`turn_detection: null` turns VAD off), so patches use UNSET.
+T = TypeVar("T")
+
+# Absent and null differ for a few fields (`turn_detection: null` turns VAD off), so patches use UNSET.
+# Everywhere else OpenAI reads an explicit null as "not given" (LiveKit sends `instructions: null`):
+# a `Maybe` field decodes null, and `_Wire.__post_init__` turns it back into the field's default.
+Maybe = T | None | UnsetType
 
 
-class ContentPart(Struct, omit_defaults=True):
+class _Wire(Struct):
+    # Optional fields where null has a meaning of its own; every other optional null reads as absent.
+    null_is_a_value: ClassVar[frozenset[str]] = frozenset()
+
+    def __post_init__(self) -> None:
+        for name, default in _defaults_for_null(type(self)):
+            if getattr(self, name) is None:
+                setattr(self, name, default)
+
+
+@functools.cache
+def _defaults_for_null(cls: type[_Wire]) -> tuple[tuple[str, Any], ...]:
+    return tuple(
+        (field.name, field.default)
+        for field in msgspec.structs.fields(cls)
+        if field.default is not NODEFAULT
+        and field.default is not None
+        and field.name not in cls.null_is_a_value
+    )
+
+
+class ContentPart(_Wire, omit_defaults=True):
     type: str
     text: str | None = None
     audio: str | None = None
@@ -18,8 +46,8 @@ class ContentPart(Struct, omit_defaults=True):
     detail: str | None = None
 
 
-class Item(Struct, omit_defaults=True):
-    type: str = "message"
+class Item(_Wire, omit_defaults=True):
+    type: str | None = "message"
     id: str | None = None
     role: str | None = None
     content: list[ContentPart] | None = None
@@ -32,96 +60,103 @@ class Item(Struct, omit_defaults=True):
     output: str | None = None
 
 
-class AudioFormatSpec(Struct):
-    type: str = "audio/pcm"
-    rate: int | UnsetType = UNSET
+class AudioFormatSpec(_Wire):
+    type: str | None = "audio/pcm"
+    rate: Maybe[int] = UNSET
 
 
-class TurnDetectionSpec(Struct):
+class TurnDetectionSpec(_Wire):
+    null_is_a_value = frozenset({"idle_timeout_ms"})
+
     type: str
-    threshold: float | UnsetType = UNSET
-    prefix_padding_ms: int | UnsetType = UNSET
-    silence_duration_ms: int | UnsetType = UNSET
+    threshold: Maybe[float] = UNSET
+    prefix_padding_ms: Maybe[int] = UNSET
+    silence_duration_ms: Maybe[int] = UNSET
     idle_timeout_ms: int | None | UnsetType = UNSET
-    create_response: bool | UnsetType = UNSET
-    interrupt_response: bool | UnsetType = UNSET
-    eagerness: str | UnsetType = UNSET
+    create_response: Maybe[bool] = UNSET
+    interrupt_response: Maybe[bool] = UNSET
+    eagerness: Maybe[str] = UNSET
 
 
-class TranscriptionSpec(Struct):
+class TranscriptionSpec(_Wire):
     # Any model name is accepted: the loaded model transcribes.
-    model: str | None | UnsetType = UNSET
-    language: str | None | UnsetType = UNSET
-    prompt: str | None | UnsetType = UNSET
+    model: Maybe[str] = UNSET
+    language: Maybe[str] = UNSET
+    prompt: Maybe[str] = UNSET
 
 
-class AudioInputSpec(Struct):
-    format: AudioFormatSpec | UnsetType = UNSET
+class AudioInputSpec(_Wire):
+    null_is_a_value = frozenset({"turn_detection", "transcription", "noise_reduction"})
+
+    format: Maybe[AudioFormatSpec] = UNSET
     turn_detection: TurnDetectionSpec | None | UnsetType = UNSET
     transcription: TranscriptionSpec | None | UnsetType = UNSET
     noise_reduction: dict[str, Any] | None | UnsetType = UNSET
 
 
-class AudioOutputSpec(Struct):
-    format: AudioFormatSpec | UnsetType = UNSET
-    voice: str | dict[str, Any] | UnsetType = UNSET
-    speed: float | UnsetType = UNSET
+class AudioOutputSpec(_Wire):
+    format: Maybe[AudioFormatSpec] = UNSET
+    voice: Maybe[str | dict[str, Any]] = UNSET
+    speed: Maybe[float] = UNSET
 
 
-class AudioSpec(Struct):
-    input: AudioInputSpec | UnsetType = UNSET
-    output: AudioOutputSpec | UnsetType = UNSET
+class AudioSpec(_Wire):
+    input: Maybe[AudioInputSpec] = UNSET
+    output: Maybe[AudioOutputSpec] = UNSET
 
 
-class FramesSpec(Struct):
+class FramesSpec(_Wire):
     """Extension: how live camera frames join audio turns."""
 
-    max_per_turn: int | UnsetType = UNSET
-    min_interval_ms: int | UnsetType = UNSET
+    max_per_turn: Maybe[int] = UNSET
+    min_interval_ms: Maybe[int] = UNSET
 
 
-class SessionPatch(Struct):
-    type: str | UnsetType = UNSET
-    model: str | UnsetType = UNSET
-    instructions: str | UnsetType = UNSET
-    output_modalities: list[str] | UnsetType = UNSET
-    max_output_tokens: int | Literal["inf"] | UnsetType = UNSET
-    audio: AudioSpec | UnsetType = UNSET
-    frames: FramesSpec | UnsetType = UNSET
-    temperature: float | UnsetType = UNSET
+class SessionPatch(_Wire):
+    null_is_a_value = frozenset({"include", "turn_detection", "input_audio_transcription"})
+
+    type: Maybe[str] = UNSET
+    model: Maybe[str] = UNSET
+    instructions: Maybe[str] = UNSET
+    output_modalities: Maybe[list[str]] = UNSET
+    max_output_tokens: Maybe[int | Literal["inf"]] = UNSET
+    audio: Maybe[AudioSpec] = UNSET
+    frames: Maybe[FramesSpec] = UNSET
+    temperature: Maybe[float] = UNSET
     # "auto", "disabled" or {"type": "retention_ratio", ...}: checked by session.truncation.
-    truncation: Any | UnsetType = UNSET
+    truncation: Maybe[Any] = UNSET
     # Checked by the session (session/tools.py), which names the field at fault.
-    tools: Any | UnsetType = UNSET
-    tool_choice: Any | UnsetType = UNSET
-    parallel_tool_calls: bool | UnsetType = UNSET
+    tools: Maybe[Any] = UNSET
+    tool_choice: Maybe[Any] = UNSET
+    parallel_tool_calls: Maybe[bool] = UNSET
     # Accepted so clients that always send them are not refused; they have no effect here.
-    tracing: Any | UnsetType = UNSET
+    tracing: Maybe[Any] = UNSET
     include: list[str] | None | UnsetType = UNSET
     # Beta aliases of GA fields.
-    modalities: list[str] | UnsetType = UNSET
-    input_audio_format: str | UnsetType = UNSET
+    modalities: Maybe[list[str]] = UNSET
+    input_audio_format: Maybe[str] = UNSET
     turn_detection: TurnDetectionSpec | None | UnsetType = UNSET
+    # Null turns transcription off, as in audio.input.transcription.
     input_audio_transcription: TranscriptionSpec | None | UnsetType = UNSET
-    voice: str | UnsetType = UNSET
+    voice: Maybe[str] = UNSET
 
 
-class ResponseSpec(Struct):
-    conversation: str | UnsetType = UNSET
-    input: list[Item] | UnsetType = UNSET
-    instructions: str | UnsetType = UNSET
-    max_output_tokens: int | Literal["inf"] | UnsetType = UNSET
-    metadata: dict[str, str] | None | UnsetType = UNSET
-    output_modalities: list[str] | UnsetType = UNSET
-    modalities: list[str] | UnsetType = UNSET
-    temperature: float | UnsetType = UNSET
-    tools: Any | UnsetType = UNSET
-    tool_choice: Any | UnsetType = UNSET
-    parallel_tool_calls: bool | UnsetType = UNSET
-    audio: Any | UnsetType = UNSET
+class ResponseSpec(_Wire):
+    conversation: Maybe[str] = UNSET
+    input: Maybe[list[Item]] = UNSET
+    instructions: Maybe[str] = UNSET
+    max_output_tokens: Maybe[int | Literal["inf"]] = UNSET
+    metadata: Maybe[dict[str, str]] = UNSET
+    output_modalities: Maybe[list[str]] = UNSET
+    modalities: Maybe[list[str]] = UNSET
+    temperature: Maybe[float] = UNSET
+    tools: Maybe[Any] = UNSET
+    tool_choice: Maybe[Any] = UNSET
+    parallel_tool_calls: Maybe[bool] = UNSET
+    audio: Maybe[Any] = UNSET
 
 
-class _Event(Struct, tag_field="type", kw_only=True):
+class _Event(_Wire, tag_field="type", kw_only=True):
     event_id: str | None = None
 
 

@@ -163,6 +163,8 @@ class Session:
             event_id = event.event_id
             self._handlers[type(event)](event)
         except ProtocolError as exc:
+            # Integrators debugging a client find what was refused in the server's log too.
+            log.info("session %s refused a client event: %s (param %s)", self.id, exc.code, exc.param)
             self._emit_error(exc.for_event(event_id))
         except Exception:  # noqa: BLE001 - a bug in one event must not end the session
             log.exception("session %s failed to handle an event", self.id)

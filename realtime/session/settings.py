@@ -178,9 +178,11 @@ class SessionSettings:
             changes["tool_choice"] = parse_tool_choice(patch.tool_choice, "session.tool_choice")
         if patch.parallel_tool_calls is not UNSET:
             changes["parallel_tool_calls"] = patch.parallel_tool_calls
-        if changes:
-            tools = changes.get("tools", self.tools)
-            check_tool_choice(changes.get("tool_choice", self.tool_choice), tools, "session.tool_choice")
+        choice = changes.get("tool_choice", self.tool_choice)
+        # pipecat sends tool_choice "required" before its context's tools: a session may wait for
+        # them; a response that needs a call without any tool is refused when it starts.
+        if changes and choice != "required":
+            check_tool_choice(choice, changes.get("tools", self.tools), "session.tool_choice")
         return changes
 
     def _audio_changes(self, patch: SessionPatch) -> dict[str, Any]:

@@ -261,6 +261,13 @@ def test_bad_input_is_an_error_event_and_the_session_goes_on(message, code, para
     assert commands[0].request.turns[0].parts[0].text == "kept"
 
 
+def test_a_refused_client_event_is_logged_with_its_code(caplog):
+    session = make_session()
+    with caplog.at_level("INFO", logger="realtime.session.session"):
+        drive(session, {"type": "response.create", "response": {"instructions": 3}})
+    assert "refused a client event: invalid_type (param response.instructions)" in caplog.text
+
+
 def test_response_create_while_one_is_active():
     session = make_session()
     drive(session, user_text("x"), {"type": "response.create"})
@@ -516,3 +523,17 @@ def test_a_vad_change_mid_speech_lets_new_frames_in_again():
     _, commands = drain(session)
     image_part, _ = generations(commands)[0].request.turns[-1].parts
     assert image_part.image.getpixel((0, 0)) == (0, 0, 200)
+
+
+def test_tool_choice_required_may_come_before_the_tools_as_pipecat_sends_it():
+    session = make_session()
+    patch = {"tools": [], "tool_choice": "required"}
+    events, _ = drive(session, {"type": "session.update", "session": patch})
+    assert types(events) == ["session.updated"] and events[0]["session"]["tool_choice"] == "required"
+    events, commands = drive(session, user_text("hi"), {"type": "response.create", "event_id": "r1"})
+    assert events[-1]["error"]["param"] == "response.tool_choice" and not generations(commands)
+    weather = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
+    events, _ = drive(session, {"type": "session.update", "session": {"tools": [weather]}})
+    assert types(events) == ["session.updated"]
+    _, commands = drive(session, {"type": "response.create"})
+    assert generations(commands)[0].request.tool_choice == "required"

@@ -77,7 +77,6 @@ def test_session_updated_states_tools_and_choice():
         ({"tools": [{**WEATHER, "name": "bad name"}]}, "invalid_value", "session.tools[0].name"),
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "unknown_tool", "session.tool_choice"),
         ({"tool_choice": "sometimes"}, "invalid_value", "session.tool_choice"),
-        ({"tools": [], "tool_choice": "required"}, "invalid_value", "session.tool_choice"),
     ],
 )
 def test_bad_tool_settings_are_errors_and_change_nothing(session_patch, code, param):
