@@ -25,7 +25,7 @@ from .gemma4.loading import LoadedModel, load_model
 from .gemma4.media import MediaEncoder, MediaPart
 from .gemma4.tokens import TOOL_TOKEN_IDS, token_rules
 from .gemma4.tool_grammar import ToolCallConstraint, call_grammar, grammar_tokenizer
-from .gemma4.transcription import asr_instruction
+from .gemma4.transcription import transcription_generation
 from .port import (
     ENGINE_SAMPLE_RATE_HZ,
     AudioPart,
@@ -165,18 +165,7 @@ class MlxBackend:
     ) -> Iterator[EngineOutput | None]:
         """An out-of-band answer to Gemma 4's ASR instruction over the turn's audio, on a scratch cache;
         clips the session's requests already encoded are not encoded again."""
-        instruction = TextPart(asr_instruction(request.language, request.prompt))
-        turn = Turn("user", (instruction, *request.clips), item_id=request.request_id)
-        generation = GenerationRequest(
-            session_id=request.session_id,
-            response_id=request.request_id,
-            output_item_id=request.request_id,
-            instructions="",
-            turns=(turn,),
-            max_output_tokens=request.max_output_tokens,
-            use_session_cache=False,
-        )
-        yield from self.generate(generation, should_stop)
+        yield from self.generate(transcription_generation(request), should_stop)
 
     def drop_session(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

@@ -148,8 +148,11 @@ async def test_generate_reply_with_a_required_tool_streams_the_call(session, cli
     chat_ctx.add_message(role="user", content="What is the weather in Paris?")
     await session.update_chat_ctx(chat_ctx)
     generation = await asyncio.wait_for(session.generate_reply(tool_choice="required"), TIMEOUT_S)
-    (call,) = await asyncio.wait_for(read_calls(generation), TIMEOUT_S)
+    # "required" with parallel calls allowed: at least one call, each a valid one of the tool.
+    calls = await asyncio.wait_for(read_calls(generation), TIMEOUT_S)
     done = await asyncio.wait_for(recorder.done, TIMEOUT_S)
     assert not recorder.errors and not unexpected(client_error_logs)
     assert done["response"]["status"] == "completed"
-    assert call.name == "get_weather" and isinstance(json.loads(call.arguments)["city"], str)
+    assert calls and all(
+        call.name == "get_weather" and isinstance(json.loads(call.arguments)["city"], str) for call in calls
+    )

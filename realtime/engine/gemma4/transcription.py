@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..port import GenerationRequest, TextPart, TranscriptionRequest, Turn
+
 # Names the instruction uses; a code not listed is written as given.
 _LANGUAGE_NAMES = {
     "ar": "Arabic",
@@ -43,3 +45,18 @@ def asr_instruction(language: str | None = None, prompt: str | None = None) -> s
         # OpenAI's transcription prompt: vocabulary and style the transcript should follow.
         text += f"\n* Spell names and terms as in this context: {prompt.strip()}"
     return text
+
+
+def transcription_generation(request: TranscriptionRequest) -> GenerationRequest:
+    """The transcription as an out-of-band answer: the ASR instruction, then the turn's clips."""
+    instruction = TextPart(asr_instruction(request.language, request.prompt))
+    turn = Turn("user", (instruction, *request.clips), item_id=request.request_id)
+    return GenerationRequest(
+        session_id=request.session_id,
+        response_id=request.request_id,
+        output_item_id=request.request_id,
+        instructions="",
+        turns=(turn,),
+        max_output_tokens=request.max_output_tokens,
+        use_session_cache=False,
+    )

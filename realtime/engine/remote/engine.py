@@ -12,6 +12,7 @@ import msgspec
 
 from ...http_api.openai_types import ChatChunk, ChatUsage, ErrorBody, ModelList, ToolCallDelta
 from ...http_api.sse import SseDecoder
+from ..gemma4.transcription import transcription_generation
 from ..port import (
     CancelGeneration,
     CloseSession,
@@ -22,6 +23,7 @@ from ..port import (
     GenerationRequest,
     OutputSink,
     StartGeneration,
+    StartTranscription,
     StopReason,
     TextDelta,
     ToolCall,
@@ -128,6 +130,9 @@ class RemoteEngine:
         self._started = True
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
+        if isinstance(command, StartTranscription):
+            # A second chat request: the serving engine transcribes with Gemma 4's ASR instruction.
+            command = StartGeneration(transcription_generation(command.request))
         if self._stopped or not self._started:
             if isinstance(command, StartGeneration):
                 response_id = command.request.response_id

@@ -24,9 +24,11 @@ from realtime.engine.port import (
     GenerationRequest,
     ImagePart,
     StartGeneration,
+    StartTranscription,
     TextDelta,
     TextPart,
     ToolCall,
+    TranscriptionRequest,
     Turn,
 )
 from realtime.engine.remote import RemoteEngine, RemoteEngineConfig
@@ -308,3 +310,19 @@ def test_media_ids_skip_known_media_and_resend_when_the_engine_lost_it():
     assert not _names_media_without_data(first) and _names_media_without_data(second)
     assert _names_media_without_data(missed) and not _names_media_without_data(resent)
     assert done.stop_reason == "end_of_turn"
+
+
+def test_a_transcription_is_a_second_request_with_gemmas_asr_instruction_and_the_clip():
+    clip = AudioPart(np.zeros(8_000, np.float32), "item_1/0")
+    with scripted_upstream() as upstream, engine_for(upstream.url) as engine:
+        upstream.chunks = [chunk("turn on"), chunk(" the light"), chunk(finish="stop")]
+        outputs: queue.SimpleQueue = queue.SimpleQueue()
+        engine.send(StartTranscription(TranscriptionRequest("sess_1", "tr_1", (clip,), "en")), outputs.put)
+        received = collect(outputs)
+    assert [o.text for o in received[:-1]] == ["turn on", " the light"]
+    assert received[-1].response_id == "tr_1" and received[-1].stop_reason == "end_of_turn"
+    (body,) = upstream.bodies
+    (message,) = body["messages"]
+    text, audio = message["content"]
+    assert message["role"] == "user" and "Transcribe the following speech segment in English" in text["text"]
+    assert audio["type"] == "input_audio" and audio["input_audio"]["format"] == "wav"
