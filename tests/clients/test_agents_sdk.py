@@ -11,7 +11,6 @@ from agents.realtime import RealtimeAgent, RealtimeRunner
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     RATE_HZ,
-    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
@@ -87,16 +86,11 @@ async def test_an_audio_turn_with_its_default_semantic_vad_completes(server, cli
         for start in range(0, len(audio), CHUNK_N_BYTES):
             await session.send_audio(audio[start : start + CHUNK_N_BYTES])
         # The SDK asks for input transcription by default (its DEFAULT_MODEL_SETTINGS).
-        awaited = (
-            ["turn_ended", "input_audio_transcription_completed"] if SERVER_TRANSCRIBES else ["turn_ended"]
-        )
+        awaited = ("turn_ended", "input_audio_transcription_completed")
         events, raw = await asyncio.wait_for(_run_until(session, *awaited), TIMEOUT_S)
     assert_clean_turn(session, events, raw, client_error_logs)
-    if SERVER_TRANSCRIBES:
-        (transcribed,) = [
-            e for e in raw if e["type"] == "conversation.item.input_audio_transcription.completed"
-        ]
-        assert transcribed["transcript"]
+    (transcribed,) = [e for e in raw if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert transcribed["transcript"]
     types = [e["type"] for e in raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
 

@@ -17,7 +17,6 @@ from livekit.plugins import openai as lk_openai
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
     RATE_HZ,
-    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
     assert_answer_finished,
@@ -108,11 +107,11 @@ async def test_an_audio_turn_pushed_with_server_vad_completes(session, client_er
     types = [e["type"] for e in recorder.raw]
     assert types.index("input_audio_buffer.speech_started") < types.index("input_audio_buffer.committed")
     assert not generation.user_initiated
-    if SERVER_TRANSCRIBES:  # LiveKit asks for transcripts by default and puts them in its context
-        transcribed = await asyncio.wait_for(recorder.transcribed, TIMEOUT_S)
-        assert transcribed.transcript
-        user_item = session.chat_ctx.get_by_id(transcribed.item_id)
-        assert user_item is not None and transcribed.transcript in user_item.text_content
+    # LiveKit asks for transcripts by default and puts them in its context.
+    transcribed = await asyncio.wait_for(recorder.transcribed, TIMEOUT_S)
+    assert transcribed.transcript
+    user_item = session.chat_ctx.get_by_id(transcribed.item_id)
+    assert user_item is not None and transcribed.transcript in user_item.text_content
 
 
 async def test_a_video_frame_then_generate_reply_completes(session, client_error_logs):

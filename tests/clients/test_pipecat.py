@@ -31,9 +31,7 @@ from pipecat.workers.runner import WorkerRunner
 
 from tests.clients.conftest import (
     ANSWER_CAP_TOKENS,
-    DEMO_MODEL_ENDS_TURNS,
     RATE_HZ,
-    SERVER_TRANSCRIBES,
     TIMEOUT_S,
     TOOL_CALL_CAP_TOKENS,
     spoken_turn,
@@ -164,7 +162,7 @@ def assert_clean_answer(
     text = "".join(downstream.text)
     # response.done's output item, as pipecat hands it on: its status follows the response's.
     item = items[-1]
-    assert item.status == ("completed" if DEMO_MODEL_ENDS_TURNS else "incomplete")
+    assert item.status == "completed"
     assert text and item.content[0].text == text
 
 
@@ -183,11 +181,10 @@ async def test_audio_frames_with_server_vad_get_an_answer(server, loguru_errors)
         InputAudioRawFrame(audio=audio[start : start + frame_n_bytes], sample_rate=RATE_HZ, num_channels=1)
         for start in range(0, len(audio) - frame_n_bytes + 1, frame_n_bytes)
     ]
-    upstream, downstream = await run_until_answered(service, items, frames, transcribed=SERVER_TRANSCRIBES)
+    upstream, downstream = await run_until_answered(service, items, frames, transcribed=True)
     assert_clean_answer(upstream, downstream, items, loguru_errors)
     assert upstream.heard_speech or downstream.heard_speech
-    if SERVER_TRANSCRIBES:
-        assert upstream.transcripts and upstream.transcripts[0]
+    assert upstream.transcripts and upstream.transcripts[0]
 
 
 async def test_a_camera_frame_then_a_question_gets_an_answer(server, loguru_errors):
