@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mlx.core as mx
@@ -62,18 +64,13 @@ class IncrementalAudioEncoder:
         self._n_samples = 0
         self.n_tokens_emitted = 0
         # Each block's input for frames [_context_start_frame, n_tokens_emitted): the next left context.
-        self._block_inputs: list[mx.array] = []
+        self._block_inputs = mx.zeros((len(self._tower.layers), 0, config.hidden_size))
         self._context_start_frame = 0
         self._first_row: mx.array | None = None
 
     def push(self, samples_16k: np.ndarray) -> mx.array:
-        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
-        self._samples[self._n_samples : self._n_samples + n_new] = samples_16k[:n_new]
-        self._n_samples += n_new
-        n_final = min((self._n_samples - 1) // self._samples_per_frame, self._processor.audio_seq_length)
-        if n_final - self.n_tokens_emitted < self._step_frames:
-            return self._no_rows()
-        return self._emit(self._encode(n_final))
+        end_frame = self._buffer(samples_16k)
+        return self._no_rows() if end_frame is None else self._emit(self._encode(end_frame))
 
     def finish(self) -> mx.array:
         n_tokens = expected_n_tokens(self._processor, self._n_samples)
@@ -88,30 +85,37 @@ class IncrementalAudioEncoder:
             rows.append(self._emit(mx.repeat(first, n_missing, axis=0)))
         return mx.concatenate(rows) if rows else self._no_rows()
 
+    def _buffer(self, samples_16k: np.ndarray) -> int | None:
+        """Stores the samples; returns the frame an encoding step should end at, when one is due."""
+        n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
+        self._samples[self._n_samples : self._n_samples + n_new] = samples_16k[:n_new]
+        self._n_samples += n_new
+        n_final = min((self._n_samples - 1) // self._samples_per_frame, self._processor.audio_seq_length)
+        return n_final if n_final - self.n_tokens_emitted >= self._step_frames else None
+
     def _encode(self, end_frame: int) -> mx.array:
+        window = self._window(end_frame)
+        return self._no_rows() if window is None else _encode_windows([window])[0]
+
+    def _window(self, end_frame: int) -> _Window | None:
         start_frame = self.n_tokens_emitted
         frames, invalid = self._subsample(start_frame, end_frame)
         # The mask's length is the true frame count: the convolutions return a frame even from no mel frame.
         if not invalid.shape[1]:
-            return self._no_rows()
+            return None
         context_start = self._context_start(start_frame)
         next_context_start = self._context_start(start_frame + frames.shape[1])
-        n_context = start_frame - context_start
-        window_invalid = mx.concatenate([mx.zeros((1, n_context), mx.bool_), invalid], axis=1)
-        block_inputs = []
-        for i, block in enumerate(self._tower.layers):
-            if n_context:
-                cached = self._block_inputs[i][:, context_start - self._context_start_frame :]
-                frames = mx.concatenate([cached, frames], axis=1)
-            block_inputs.append(frames[:, next_context_start - context_start :])
-            frames = block(frames, window_invalid, self._causal_valid_mask)[:, n_context:]
-        if self._tower.output_proj is not None:
-            frames = self._tower.output_proj(frames)
-        frames = mx.where(invalid[:, :, None], 0.0, frames)
-        rows = self._embed_audio(frames)[0]
-        self._block_inputs, self._context_start_frame = block_inputs, next_context_start
-        mx.eval(rows, self._block_inputs)
-        return rows
+        return _Window(self, frames, invalid, start_frame - context_start, next_context_start - context_start)
+
+    def _context_inputs(self, window: _Window) -> mx.array:
+        """Each block's cached input for the window's context frames: [blocks, n_context, width]."""
+        end = self.n_tokens_emitted - self._context_start_frame
+        return self._block_inputs[:, end - window.n_context : end]
+
+    def _keep_block_inputs(self, window_inputs: mx.array, window: _Window) -> None:
+        """window_inputs: each block's input over the window, [blocks, n_frames, width]."""
+        self._block_inputs = window_inputs[:, window.next_context_offset :]
+        self._context_start_frame = self.n_tokens_emitted - window.n_context + window.next_context_offset
 
     def _subsample(self, start_frame: int, end_frame: int) -> tuple[mx.array, mx.array]:
         # A window's first frame reads the zero padding before it, so the window starts one frame early.
@@ -141,6 +145,74 @@ class IncrementalAudioEncoder:
         return mx.zeros((n_rows, self._embed_audio.embedding_projection.weight.shape[0]))
 
 
+@dataclass(frozen=True)
+class _Window:
+    """One encoder's part of a conformer pass: cached block inputs from a chunk boundary, then new frames."""
+
+    encoder: IncrementalAudioEncoder
+    frames: mx.array  # the new frames out of the subsampling convolutions, [1, n_new, width]
+    invalid: mx.array  # [1, n_new]
+    n_context: int
+    # Where the left context of the step after this one starts, from the window's first frame.
+    next_context_offset: int
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_context + self.frames.shape[1]
+
+
+def _encode_windows(windows: Sequence[_Window]) -> list[mx.array]:
+    """Runs the conformer blocks once over all windows, right-padded to one length; each window's rows.
+
+    Padding at the end cannot reach a real frame: nothing in a block looks forwards (chunked attention with
+    no right context, causal convolutions) or across rows, and padded frames are masked invalid. Windows
+    start on chunk boundaries, so every frame keeps its one-shot attention chunk. One window is not padded.
+    """
+    n_frames = max(window.n_frames for window in windows)
+    frames = mx.concatenate([_pad_frames(w.frames, w.n_context, n_frames - w.n_frames) for w in windows])
+    invalid = mx.concatenate([_window_invalid(w, n_frames) for w in windows])
+    block_inputs, frames = _run_blocks(windows, frames, invalid)
+    # Only the new frames go on, gathered into one list of rows in window order.
+    new = np.concatenate([i * n_frames + np.arange(w.n_context, w.n_frames) for i, w in enumerate(windows)])
+    frames = frames.reshape(-1, frames.shape[-1])[mx.array(new)]
+    tower = windows[0].encoder._tower
+    if tower.output_proj is not None:
+        frames = tower.output_proj(frames)
+    frames = mx.where(mx.concatenate([w.invalid[0] for w in windows])[:, None], 0.0, frames)
+    rows = windows[0].encoder._embed_audio(frames)
+    for i, window in enumerate(windows):
+        window.encoder._keep_block_inputs(block_inputs[:, i, : window.n_frames], window)
+    per_window = mx.split(rows, np.cumsum([w.frames.shape[1] for w in windows])[:-1].tolist())
+    mx.eval(per_window, [w.encoder._block_inputs for w in windows])
+    return per_window
+
+
+def _run_blocks(windows: Sequence[_Window], frames: mx.array, invalid: mx.array) -> tuple[mx.array, mx.array]:
+    """Returns each block's input, [blocks, windows, frames, width], and the last block's output."""
+    n_frames = frames.shape[1]
+    contexts = [_pad_frames(w.encoder._context_inputs(w), 0, n_frames - w.n_context) for w in windows]
+    context = mx.stack(contexts, axis=1)
+    is_context = mx.arange(n_frames)[None, :, None] < mx.array([w.n_context for w in windows])[:, None, None]
+    causal_valid_mask = windows[0].encoder._causal_valid_mask
+    block_inputs = []
+    for i, block in enumerate(windows[0].encoder._tower.layers):
+        # Cached inputs are kept in one array, in the widest dtype: each block gets back its own.
+        frames = mx.where(is_context, context[i].astype(frames.dtype), frames)
+        block_inputs.append(frames)
+        frames = block(frames, invalid, causal_valid_mask)
+    return mx.stack(block_inputs), frames
+
+
+def _pad_frames(frames: mx.array, n_before: int, n_after: int) -> mx.array:
+    return mx.pad(frames, [(0, 0), (n_before, n_after), (0, 0)])
+
+
+def _window_invalid(window: _Window, n_frames: int) -> mx.array:
+    context = mx.zeros((1, window.n_context), mx.bool_)
+    padding = mx.ones((1, n_frames - window.n_frames), mx.bool_)
+    return mx.concatenate([context, window.invalid, padding], axis=1)
+
+
 class FrameAudioEncoder:
     """gemma4_unified's audio input, incrementally: with no encoder, each 640 samples are projected into one
     token on their own, so a row is final as soon as its samples are in; the last one is zero-padded."""
@@ -155,13 +227,17 @@ class FrameAudioEncoder:
         self.n_tokens_emitted = 0
 
     def push(self, samples_16k: np.ndarray) -> mx.array:
+        return self._emit(self._take_whole_tokens(samples_16k))
+
+    def _take_whole_tokens(self, samples_16k: np.ndarray) -> np.ndarray:
+        """Stores the samples; returns those of every token now complete, one token a row."""
         n_new = min(len(samples_16k), MAX_CLIP_N_SAMPLES - self._n_samples)
         self._n_samples += n_new
         self._pending = np.concatenate([self._pending, np.asarray(samples_16k[:n_new], np.float32)])
         n_rows = len(self._pending) // self._samples_per_token
         rows = self._pending[: n_rows * self._samples_per_token]
         self._pending = self._pending[len(rows) :]
-        return self._emit(rows.reshape(n_rows, self._samples_per_token))
+        return rows.reshape(n_rows, self._samples_per_token)
 
     def finish(self) -> mx.array:
         n_tokens = expected_n_tokens(self._processor, self._n_samples)
@@ -178,12 +254,68 @@ class FrameAudioEncoder:
     def _emit(self, samples: np.ndarray) -> mx.array:
         if not len(samples):
             return mx.zeros((0, self._embed_audio.embedding_projection.weight.shape[0]))
-        rows = self._embed_audio(mx.array(samples)[None])[0]
+        return self._record(self._embed_audio(mx.array(samples)[None])[0])
+
+    def _record(self, rows: mx.array) -> mx.array:
         mx.eval(rows)
         if self._first_row is None and rows.shape[0]:
             self._first_row = rows[:1]
         self.n_tokens_emitted += rows.shape[0]
         return rows
+
+
+def push_together(
+    encoders: Sequence[AudioStreamEncoder], samples_16k: Sequence[np.ndarray]
+) -> list[mx.array]:
+    """[i] is what encoders[i].push(samples_16k[i]) returns, and each encoder is left as that push leaves
+    it, but one pass encodes them all: the conformer blocks run once over every encoder whose step is due
+    (the others only store their samples), or gemma4_unified's projection once over every complete token.
+    The encoders must be distinct streams of one model."""
+    if len(encoders) != len(samples_16k):
+        raise ValueError(f"{len(encoders)} encoders but {len(samples_16k)} sample arrays")
+    if len({id(encoder) for encoder in encoders}) != len(encoders):
+        raise ValueError("an encoder appears twice: its pushes would race over one stream")
+    conformer = [encoder for encoder in encoders if isinstance(encoder, IncrementalAudioEncoder)]
+    frame = [encoder for encoder in encoders if isinstance(encoder, FrameAudioEncoder)]
+    if conformer and frame or len(conformer) + len(frame) != len(encoders):
+        raise ValueError("a pass takes encoders of one kind: IncrementalAudioEncoder or FrameAudioEncoder")
+    if len({id(encoder._embed_audio) for encoder in [*conformer, *frame]}) > 1:
+        raise ValueError("encoders of different models cannot share a pass")
+    if conformer:
+        return _push_conformer_together(conformer, samples_16k)
+    return _push_frames_together(frame, samples_16k)
+
+
+def _push_conformer_together(
+    encoders: Sequence[IncrementalAudioEncoder], samples_16k: Sequence[np.ndarray]
+) -> list[mx.array]:
+    ends = [encoder._buffer(samples) for encoder, samples in zip(encoders, samples_16k, strict=True)]
+    windows = {}
+    for i, end_frame in enumerate(ends):
+        window = encoders[i]._window(end_frame) if end_frame is not None else None
+        if window is not None:
+            windows[i] = window
+    encoded = dict(zip(windows, _encode_windows(list(windows.values())), strict=True)) if windows else {}
+    return [
+        encoder._emit(encoded[i]) if i in encoded else encoder._no_rows()
+        for i, encoder in enumerate(encoders)
+    ]
+
+
+def _push_frames_together(
+    encoders: Sequence[FrameAudioEncoder], samples_16k: Sequence[np.ndarray]
+) -> list[mx.array]:
+    tokens = [
+        encoder._take_whole_tokens(samples) for encoder, samples in zip(encoders, samples_16k, strict=True)
+    ]
+    if not any(len(samples) for samples in tokens):
+        return [encoder._emit(samples) for encoder, samples in zip(encoders, tokens, strict=True)]
+    rows = encoders[0]._embed_audio(mx.array(np.concatenate(tokens))[None])[0]
+    per_encoder = mx.split(rows, np.cumsum([len(samples) for samples in tokens])[:-1].tolist())
+    pushed = zip(encoders, tokens, per_encoder, strict=True)
+    return [
+        encoder._record(rows) if len(samples) else encoder._emit(samples) for encoder, samples, rows in pushed
+    ]
 
 
 def stream_encoder(loaded: LoadedModel) -> AudioStreamEncoder:
