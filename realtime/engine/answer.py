@@ -11,6 +11,7 @@ import mlx.core as mx
 from .conversation_cache import ConversationCache
 from .decoding import TokenRules
 from .port import StopReason, TextDelta, ToolCall
+from .prompt import Key
 from .sampling import Constraint, Sampler
 from .scheduler import StepScheduler
 
@@ -31,6 +32,15 @@ class AnswerTokens(Protocol):
 
 
 @dataclass(frozen=True)
+class PromptEnd:
+    """The prompt's last token, fed in a step's decode forward with the answers decoding then: the logits
+    after it give the first answer token, so a starting answer costs no forward of its own."""
+
+    token: mx.array
+    key: Key
+
+
+@dataclass(frozen=True)
 class AnswerPolicy:
     response_id: str
     rules: TokenRules
@@ -43,7 +53,7 @@ class AnswerPolicy:
 
 def decode_answer(
     scheduler: StepScheduler,
-    first_token: mx.array,
+    first: mx.array | PromptEnd,
     sampler: Sampler,
     constraint: Constraint | None,
     cache: ConversationCache,
@@ -51,10 +61,19 @@ def decode_answer(
     policy: AnswerPolicy,
     should_stop: Callable[[], bool],
 ) -> Generator[Step, None, StopReason]:
-    """Decodes until a stop token, the limit, a single call or cancellation; the cache leaves the batch
-    when it ends."""
-    token, output = first_token, None
+    """Decodes from the first answer token (or the prompt's end) until a stop token, the limit, a single
+    call or cancellation; the cache leaves the batch when it ends."""
+    output = None
     try:
+        if isinstance(first, PromptEnd):
+            ticket = scheduler.decode(cache, first.token, sampler)
+            yield None
+            token = ticket.result()
+            cache.keys.append(first.key)
+            if should_stop():
+                return "cancelled"
+        else:
+            token = first
         while True:
             last = len(answer.token_ids) + 1 >= policy.limit
             if constraint is not None:
