@@ -32,38 +32,59 @@ def _speaker(backend: MlxBackend, session_id: str, samples: np.ndarray) -> Itera
         yield None  # one push per engine step at most, as pushes arrive
 
 
+def _step_all(backend: MlxBackend, speakers: dict[str, Iterator[None]], answer: Iterator | None) -> None:
+    """Steps as the engine worker does: every session one unit, then the step's batched work."""
+    while speakers:
+        for name, steps in list(speakers.items()):
+            if next(steps, StopIteration) is StopIteration:
+                del speakers[name]
+        if answer is not None:
+            next(answer)
+        backend.finish_step()
+
+
+def _speakers(
+    backend: MlxBackend, samples: np.ndarray, n_speakers: int, run: int
+) -> dict[str, Iterator[None]]:
+    return {f"speaker-{run}-{i}": _speaker(backend, f"speaker-{run}-{i}", samples) for i in range(n_speakers)}
+
+
+def _forget(backend: MlxBackend, session_ids) -> None:
+    for session_id in session_ids:
+        backend.abandon_audio_turn(session_id)
+        backend.drop_session(session_id)
+
+
 def measure_speakers(backend: MlxBackend, samples: np.ndarray, n_speakers: int = 8) -> dict:
-    """Steps as the engine worker does: every session one unit, then the step's batched decode."""
-    speakers = {f"speaker-{i}": _speaker(backend, f"speaker-{i}", samples) for i in range(n_speakers)}
+    """Engine time of the speakers alone (all of it: encoding, their batched prefill, the steps), then a
+    listener's answer rate while they speak again."""
+    speakers = _speakers(backend, samples, n_speakers, 0)
+    names = list(speakers)
+    start = time.perf_counter()
+    _step_all(backend, speakers, None)
+    speakers_s = time.perf_counter() - start
+    _forget(backend, names)
     answering = [False]
     request = GenerationRequest(
         "listener", "listener-r", "listener-a", "", (Turn("user", (TextPart("hello"),), "u"),), 100_000
     )
     answer = backend.generate(request, lambda: not answering[0])
     answering[0] = True
-    speaker_s = 0.0
+    speakers = _speakers(backend, samples, n_speakers, 1)
+    names = list(speakers)
     start = time.perf_counter()
-    while speakers:
-        for name, steps in list(speakers.items()):
-            t0 = time.perf_counter()
-            if next(steps, StopIteration) is StopIteration:
-                del speakers[name]
-            speaker_s += time.perf_counter() - t0
-        next(answer)
-        backend.finish_step()
+    _step_all(backend, speakers, answer)
     window_s = time.perf_counter() - start
     answering[0] = False
     done = next(output for output in answer if isinstance(output, GenerationDone))
-    for i in range(n_speakers):
-        backend.abandon_audio_turn(f"speaker-{i}")
-        backend.drop_session(f"speaker-{i}")
-    backend.drop_session("listener")
+    _forget(backend, [*names, "listener"])
     speech_s = len(samples) / ENGINE_SAMPLE_RATE_HZ
     return {
         "speakers": n_speakers,
         "speech_s_each": speech_s,
         "push_ms": 40,
-        "engine_s_per_speech_s_per_speaker": speaker_s / (n_speakers * speech_s),
+        "speakers_alone_wall_s": speakers_s,
+        "engine_s_per_speech_s_per_speaker": speakers_s / (n_speakers * speech_s),
         "wall_s": window_s,
         "listener_tokens": done.usage.output_tokens,
         "listener_tokens_per_s": done.usage.output_tokens / window_s,

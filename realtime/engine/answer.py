@@ -11,6 +11,7 @@ import mlx.core as mx
 from .conversation_cache import ConversationCache
 from .decoding import TokenRules
 from .port import StopReason, TextDelta, ToolCall
+from .prompt import Key
 from .sampling import Constraint, Sampler
 from .scheduler import StepScheduler
 
@@ -31,6 +32,15 @@ class AnswerTokens(Protocol):
 
 
 @dataclass(frozen=True)
+class PromptEnd:
+    """The prompt's last token, fed in a step's decode forward with the answers decoding then: the logits
+    after it give the first answer token, so a starting answer costs no forward of its own."""
+
+    token: mx.array
+    key: Key
+
+
+@dataclass(frozen=True)
 class AnswerPolicy:
     response_id: str
     rules: TokenRules
@@ -43,7 +53,7 @@ class AnswerPolicy:
 
 def decode_answer(
     scheduler: StepScheduler,
-    first_token: mx.array,
+    first: mx.array | PromptEnd,
     sampler: Sampler,
     constraint: Constraint | None,
     cache: ConversationCache,
@@ -51,12 +61,26 @@ def decode_answer(
     policy: AnswerPolicy,
     should_stop: Callable[[], bool],
 ) -> Generator[Step, None, StopReason]:
-    """Decodes until a stop token, the limit, a single call or cancellation; the cache leaves the batch
-    when it ends."""
-    token, output = first_token, None
+    """Decodes from the first answer token (or the prompt's end) until a stop token, the limit, a single
+    call or cancellation; the cache leaves the batch when it ends."""
+    output, shown = None, False
     try:
+        if isinstance(first, PromptEnd):
+            ticket = scheduler.decode(cache, first.token, sampler)
+            yield None
+            token = ticket.result()
+            cache.keys.append(first.key)
+            if should_stop():
+                return "cancelled"
+        else:
+            token = first
+        # The first token's text goes out with the unit that feeds it, a step earlier than the others': the
+        # engine waits once for the forward that made it, and the time to first token loses a whole step.
+        token_id = int(token.item())
+        if token_id not in policy.rules.stop_ids and len(answer.token_ids) + 1 < policy.limit:
+            output, shown = policy.to_output(answer.add(token_id)), True
         while True:
-            last = len(answer.token_ids) + 1 >= policy.limit
+            last = len(answer.token_ids) + (not shown) >= policy.limit
             if constraint is not None:
                 # The next token's mask depends on this one, so it is read before that step is queued.
                 constraint.advance(int(token.item()))
@@ -71,19 +95,26 @@ def decode_answer(
             if not last:
                 cache.keys.append(token_id)
             if should_stop():
-                # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so
-                # the replayed ids match the cache and the replayed text matches what was said.
-                said = answer.text
-                answer.add(token_id)
-                answer.text = said
+                if not shown:
+                    # Fed but never shown: the answer keeps the token (the cache holds it), not its text,
+                    # so the replayed ids match the cache and the replayed text matches what was said.
+                    said = answer.text
+                    answer.add(token_id)
+                    answer.text = said
                 return "cancelled"
-            if token_id in policy.rules.stop_ids or ticket is None:
-                return (yield from _finish(answer, policy, token_id))
-            output = policy.to_output(answer.add(token_id))
-            if isinstance(output, ToolCall) and policy.stop_after_call:
-                yield output
-                return "end_of_turn"
-            token = next_token
+            if shown:
+                # Added and yielded before its step; a call it completed ends the answer now it is fed.
+                if isinstance(output, ToolCall) and policy.stop_after_call:
+                    return "end_of_turn"
+                output = None
+            else:
+                if token_id in policy.rules.stop_ids or ticket is None:
+                    return (yield from _finish(answer, policy, token_id))
+                output = policy.to_output(answer.add(token_id))
+                if isinstance(output, ToolCall) and policy.stop_after_call:
+                    yield output
+                    return "end_of_turn"
+            token, shown = next_token, False
     finally:
         scheduler.release(cache)
 

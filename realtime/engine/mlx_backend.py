@@ -13,7 +13,7 @@ import mlx.core as mx
 import numpy as np
 from PIL import Image
 
-from .answer import AnswerPolicy, Step, decode_answer
+from .answer import AnswerPolicy, PromptEnd, Step, decode_answer
 from .audio_rows import AudioRowsCache
 from .conversation_cache import ConversationCache
 from .gemma4.audio_encoder import stream_encoder
@@ -50,6 +50,8 @@ from .scheduler import StepScheduler, prefill_in_steps
 from .turn_stream import TurnStream, render_opening
 
 DEFAULT_PREFILL_CHUNK_TOKENS = 512
+# mlx-vlm's default prefill step, for a prompt that no other session's work waits on.
+DEFAULT_PREFILL_ALONE_TOKENS = 2048
 # Applies when a request sets no limit: a model that never ends its turn must not hold the engine forever.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 
@@ -80,12 +82,14 @@ class MlxBackend:
         model: str | Path | LoadedModel,
         *,
         prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK_TOKENS,
+        prefill_alone_tokens: int = DEFAULT_PREFILL_ALONE_TOKENS,
         max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS,
         context_tokens: int | None = None,
     ) -> None:
         self._source = model
         self.name = model.path.name if isinstance(model, LoadedModel) else Path(model).name
         self._prefill_chunk_tokens = prefill_chunk_tokens
+        self._prefill_alone_tokens = prefill_alone_tokens
         self._max_output_tokens = max_output_tokens
         # None: the model's own context length, read on load. A smaller value bounds each session's cache.
         self.context_tokens = context_tokens
@@ -115,7 +119,11 @@ class MlxBackend:
         self._grammar_tokenizer = grammar_tokenizer(processor.tokenizer, vocab_size)
         self._prefiller = Prefiller(model)
         self._scheduler = StepScheduler(
-            lambda caches: DecodeBatch(model, caches), self._prefiller.step, self._prefill_chunk_tokens
+            lambda caches: DecodeBatch(model, caches),
+            self._prefiller.step,
+            self._prefiller.prefill,
+            self._prefill_chunk_tokens,
+            self._prefill_alone_tokens,
         )
         self._text_dtype = model.language_model.model.embed_tokens.weight.dtype
         self._unified = self.loaded.model_type == "gemma4_unified"
@@ -147,7 +155,7 @@ class MlxBackend:
         try:
             n_cached = None
             if in_session and session.stream is not None:
-                n_cached = yield from self._finish_stream(session, request, prompt, should_stop)
+                n_cached = self._finish_stream(session, request, prompt)
             done = yield from self._answer(request, prompt, cache, answer, should_stop, n_cached)
         except Exception:
             # A forward that failed halfway may have written layers past the recorded keys.
@@ -219,9 +227,9 @@ class MlxBackend:
         session: _Session,
         request: GenerationRequest,
         prompt: Prompt,
-        should_stop: Callable[[], bool],
-    ) -> Generator[None, None, int | None]:
-        """Completes the streamed turn if the request continues it, else rolls the cache back to before it.
+    ) -> int | None:
+        """Completes the streamed turn's encoding if the request continues it, else rolls the cache back to
+        before it. Its last rows are prefilled with the rest of the prompt, in the same forward.
 
         Returns how many of the prompt's tokens the cache held on arrival when the turn was continued.
         """
@@ -231,27 +239,17 @@ class MlxBackend:
             session.cache.restore(stream.snapshot)
             return None
         n_cached = len(session.cache)
-        rest = stream.finish(part)
+        stream.finish(part)
         self._audio_rows.put(request.session_id, part.key, stream.rows())
         n_tokens = self._media.count_tokens(part)
         if stream.n_rows != n_tokens:
             raise ValueError(f"audio {part.key}: {stream.n_rows} streamed rows for {n_tokens} tokens")
-        yield None
-        yield from self._prefill_chunks(session.cache, [rest], should_stop)
         return n_cached
 
     def _prefill_chunks(
         self, cache: ConversationCache, pieces: list[Piece], should_stop: Callable[[], bool]
-    ) -> Generator[None, None, mx.array | None]:
-        return (
-            yield from prefill_in_steps(
-                self._scheduler,
-                pieces,
-                lambda chunk: self._prefiller.forward(cache, chunk),
-                should_stop,
-                self._prefill_chunk_tokens,
-            )
-        )
+    ) -> Generator[None, None, bool]:
+        return (yield from prefill_in_steps(self._scheduler, cache, pieces, should_stop))
 
     def _answer(
         self,
@@ -265,14 +263,14 @@ class MlxBackend:
         n_cached = self._reuse_prefix(cache, prompt)
         # A streamed turn's audio counts as cached: it was prefilled before the request, while spoken.
         usage = _input_usage(prompt, n_cached if n_cached_on_arrival is None else n_cached_on_arrival)
-        logits = yield from self._prefill_prompt(request.session_id, prompt, cache, should_stop)
+        first = yield from self._prefill_prompt(request.session_id, prompt, cache, should_stop)
         reason: StopReason = "cancelled"
-        if logits is not None:
+        if first is not None:
             # The answer also ends where the context does.
             limit = min(
                 request.max_output_tokens or self._max_output_tokens, self.context_tokens - len(prompt.ids)
             )
-            reason = yield from self._decode(request, logits, cache, answer, should_stop, limit)
+            reason = yield from self._decode(request, first, cache, answer, should_stop, limit)
         usage = replace(usage, output_tokens=len(answer.token_ids))
         return GenerationDone(request.response_id, reason, usage)
 
@@ -289,7 +287,9 @@ class MlxBackend:
         prompt: Prompt,
         cache: ConversationCache,
         should_stop: Callable[[], bool],
-    ) -> Generator[None, None, mx.array | None]:
+    ) -> Generator[None, None, mx.array | PromptEnd | None]:
+        """Prefills all of the prompt but its last token, which starts the answer: the logits after the
+        whole prompt (a gemma4_unified prompt with images), or the token to decode from; None if stopped."""
         pieces = yield from self._uncached_pieces(session_id, prompt, len(cache), should_stop)
         if pieces is None:
             return None
@@ -299,9 +299,13 @@ class MlxBackend:
         kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
         if self._unified and "image" in kinds and "audio" not in kinds:
             return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
-        head, last = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
-        yield from self._prefill_chunks(cache, head, should_stop)
-        return None if should_stop() else self._prefiller.forward(cache, last)
+        head, (last,) = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
+        if not (yield from self._prefill_chunks(cache, head, should_stop)) or should_stop():
+            return None
+        if isinstance(last, TokenPiece):
+            return PromptEnd(mx.array(last.ids), last.keys[0])
+        # A prompt that ends in a media row (the chat format never makes one) cannot be fed as a token.
+        return self._prefiller.forward(cache, [last])
 
     def _uncached_pieces(
         self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]
@@ -336,7 +340,7 @@ class MlxBackend:
     def _decode(
         self,
         request: GenerationRequest,
-        logits: mx.array,
+        start: mx.array | PromptEnd,
         cache: ConversationCache,
         answer: Answer,
         should_stop: Callable[[], bool],
@@ -353,7 +357,14 @@ class MlxBackend:
         )
         return (
             yield from decode_answer(
-                self._scheduler, sampler(logits), sampler, constraint, cache, answer, policy, should_stop
+                self._scheduler,
+                start if isinstance(start, PromptEnd) else sampler(start),
+                sampler,
+                constraint,
+                cache,
+                answer,
+                policy,
+                should_stop,
             )
         )
 

@@ -1,15 +1,16 @@
-"""The engine step: one decode forward over every answer that is decoding, and a prefill token budget.
+"""The engine step: one decode forward over every answer that is decoding, and batched prefill chunks.
 
-Requests stay in their own generators (prompt, prefix reuse, detokenizer, stop rules); they hand the
-scheduler a token to feed and get back the next one, lazily, and take prefill room before each chunk.
-The worker calls `run()` once per step, after every session has had its turn, so the step's tokens go
-through the model together and its prefill chunks together stay under the budget.
+Requests stay in their own generators (prompt, prefix reuse, detokenizer, stop rules); during a step they
+hand the scheduler tickets (a token to feed, a chunk to prefill) and read the results after it. The worker
+calls `run()` once per step, after every session has had its turn: the step's prefill chunks share one
+token budget and go through the model in as few forwards as their lengths allow, then every decoding
+row's token goes through one B×1 forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import mlx.core as mx
 
@@ -17,6 +18,7 @@ from .conversation_cache import ConversationCache
 from .prefill import Piece, take_tokens
 
 Sample = Callable[[mx.array], mx.array]
+Result = TypeVar("Result")
 
 
 class Batch(Protocol):
@@ -26,28 +28,43 @@ class Batch(Protocol):
     def extract(self, row: int) -> list: ...
 
 
-class DecodeTicket:
-    """One row's token for the coming step; `result()` is the token sampled after it, not yet computed."""
+class _Ticket(Generic[Result]):
+    """Work queued for the coming step; `result()` is read after it (a direct caller's read runs it)."""
 
-    def __init__(self, scheduler: StepScheduler, cache: ConversationCache, token: mx.array, sample: Sample):
+    def __init__(self, scheduler: StepScheduler, cache: ConversationCache) -> None:
         self.cache = cache
-        self.token = token
-        self.sample = sample
         self._scheduler = scheduler
-        self._next: mx.array | None = None
+        self._result: Result | None = None
         self._error: BaseException | None = None
+        self._settled = False
 
-    def result(self) -> mx.array:
-        if self._next is None and self._error is None:
-            # Stepped outside the worker (a direct caller): run the step now.
+    def result(self) -> Result:
+        if not self._settled:
             self._scheduler.run()
         if self._error is not None:
             raise self._error
-        assert self._next is not None
-        return self._next
+        return self._result  # type: ignore[return-value]
 
-    def _settle(self, next_token: mx.array | None, error: BaseException | None = None) -> None:
-        self._next, self._error = next_token, error
+    def _settle(self, result: Result | None, error: BaseException | None = None) -> None:
+        self._result, self._error, self._settled = result, error, True
+
+
+class DecodeTicket(_Ticket[mx.array]):
+    """One row's token for the coming step; the result is the token sampled after it, not yet computed."""
+
+    def __init__(self, scheduler: StepScheduler, cache: ConversationCache, token: mx.array, sample: Sample):
+        super().__init__(scheduler, cache)
+        self.token = token
+        self.sample = sample
+
+
+class PrefillTicket(_Ticket[int]):
+    """A chunk offered for the coming step; the result is how many of its tokens the step prefilled."""
+
+    def __init__(self, scheduler: StepScheduler, cache: ConversationCache, pieces: list[Piece]):
+        super().__init__(scheduler, cache)
+        self.pieces = pieces
+        self.n_tokens = sum(len(p) for p in pieces)
 
 
 class StepScheduler:
@@ -58,26 +75,25 @@ class StepScheduler:
         self,
         make_batch: Callable[[Sequence[ConversationCache]], Batch],
         step_alone: Callable[[ConversationCache, mx.array], mx.array],
+        prefill_together: Callable[[Sequence[ConversationCache], Sequence[list[Piece]]], None],
         prefill_tokens_per_step: int,
+        prefill_alone_tokens: int,
     ) -> None:
         self._make_batch = make_batch
         self._step_alone = step_alone
+        self._prefill_together = prefill_together
+        self._prefill_tokens_per_step = prefill_tokens_per_step
+        # A step with one prefill and nothing decoding delays no one: its chunk may be longer.
+        self._prefill_alone_tokens = prefill_alone_tokens
         self._pending: list[DecodeTicket] = []
+        self._prefills: list[PrefillTicket] = []
         self._rows: list[ConversationCache] = []
         self._batch: Batch | None = None
-        self._prefill_tokens_per_step = prefill_tokens_per_step
-        self._prefill_used = 0
         self.n_steps = 0
 
-    def prefill_room(self, n_wanted: int) -> Generator[None, None, int]:
-        """How many of n_wanted prefill tokens this step still takes, at least one: waits for a later
-        step (yielding) while this one's budget is spent."""
-        while True:
-            room = min(n_wanted, self._prefill_tokens_per_step - self._prefill_used)
-            if room > 0:
-                self._prefill_used += room
-                return room
-            yield from self.end_of_unit()
+    @property
+    def max_chunk_tokens(self) -> int:
+        return max(self._prefill_alone_tokens, self._prefill_tokens_per_step)
 
     def end_of_unit(self) -> Generator[None, None, None]:
         """Yields to the worker, whose step ends with run(); a direct caller's next() ends it here."""
@@ -95,18 +111,46 @@ class StepScheduler:
         self._pending.append(ticket)
         return ticket
 
+    def prefill(self, cache: ConversationCache, pieces: list[Piece]) -> PrefillTicket:
+        ticket = PrefillTicket(self, cache, pieces)
+        self._prefills.append(ticket)
+        return ticket
+
     def release(self, cache: ConversationCache) -> None:
         """The conversation stops decoding: its cache holds its own layers again when this returns."""
         self._pending = [t for t in self._pending if t.cache is not cache]
+        self._prefills = [t for t in self._prefills if t.cache is not cache]
         if any(row is cache for row in self._rows):
             self._unbatch()
 
     def run(self) -> None:
         self.n_steps += 1
-        self._prefill_used = 0
+        prefills, self._prefills = self._prefills, []
         tickets, self._pending = self._in_row_order(self._pending), []
-        if not tickets:
-            return
+        self._run_prefills(prefills, alone=not tickets and len(prefills) == 1)
+        if tickets:
+            self._run_decode(tickets)
+
+    def _run_prefills(self, tickets: list[PrefillTicket], alone: bool) -> None:
+        budget = self._prefill_alone_tokens if alone else self._prefill_tokens_per_step
+        shares = fair_shares([t.n_tokens for t in tickets], budget)
+        for ticket, share in zip(tickets, shares, strict=True):
+            if not share:
+                ticket._settle(0)
+        for n_tokens, group in equal_groups(shares):
+            rows = [tickets[i] for i in group]
+            try:
+                self._prefill_together(
+                    [t.cache for t in rows], [take_tokens(t.pieces, n_tokens)[0] for t in rows]
+                )
+            except Exception as exc:  # noqa: BLE001 - handed to each row's request, which fails on its own
+                for ticket in rows:
+                    ticket._settle(None, exc)
+                continue
+            for ticket in rows:
+                ticket._settle(n_tokens)
+
+    def _run_decode(self, tickets: list[DecodeTicket]) -> None:
         try:
             logits = self._forward(tickets)
             next_tokens = [t.sample(logits[i : i + 1]) for i, t in enumerate(tickets)]
@@ -145,23 +189,51 @@ def _same_rows(caches: list[ConversationCache], rows: list[ConversationCache]) -
     return len(caches) == len(rows) and all(a is b for a, b in zip(caches, rows, strict=True))
 
 
+def fair_shares(offered: Sequence[int], budget: int) -> list[int]:
+    """How many of its offered tokens each row prefills this step: the most equal split of the budget
+    (water-filling), so a long prompt never starves a short one; rows first in the step come first when
+    the budget is smaller than the number of rows."""
+    shares = [0] * len(offered)
+    waiting = sorted(range(len(offered)), key=lambda i: offered[i])
+    while waiting and budget > 0:
+        cap = budget // len(waiting)
+        if cap == 0:
+            for i in sorted(waiting)[:budget]:
+                shares[i] = 1
+            break
+        smallest = waiting[0]
+        if offered[smallest] <= cap:
+            shares[smallest] = offered[smallest]
+            budget -= offered[smallest]
+            waiting.pop(0)
+            continue
+        for i in waiting:
+            shares[i] = cap
+        break
+    return shares
+
+
+def equal_groups(shares: Sequence[int]) -> list[tuple[int, list[int]]]:
+    """Rows with the same share, which one forward prefills together without padding."""
+    groups: dict[int, list[int]] = {}
+    for i, n_tokens in enumerate(shares):
+        if n_tokens:
+            groups.setdefault(n_tokens, []).append(i)
+    return list(groups.items())
+
+
 def prefill_in_steps(
     scheduler: StepScheduler,
+    cache: ConversationCache,
     pieces: Sequence[Piece],
-    forward: Callable[[list[Piece]], mx.array],
     should_stop: Callable[[], bool],
-    max_chunk_tokens: int,
-) -> Generator[None, None, mx.array | None]:
-    """Feeds pieces through `forward` a chunk at a time, within each step's budget; yields after each
-    chunk. The last chunk's logits, or None when stopped (or given nothing)."""
-    rest, logits = [p for p in pieces if len(p)], None
+) -> Generator[None, None, bool]:
+    """Offers the pieces to the scheduler a chunk per step until all are prefilled; False when stopped."""
+    rest = [p for p in pieces if len(p)]
     while rest:
         if should_stop():
-            return None
-        room = yield from scheduler.prefill_room(min(max_chunk_tokens, sum(len(p) for p in rest)))
-        if should_stop():
-            return None
-        chunk, rest = take_tokens(rest, room)
-        logits = forward(chunk)
+            return False
+        ticket = scheduler.prefill(cache, take_tokens(rest, scheduler.max_chunk_tokens)[0])
         yield from scheduler.end_of_unit()
-    return logits
+        rest = take_tokens(rest, ticket.result())[1]
+    return True

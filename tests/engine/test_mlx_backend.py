@@ -39,7 +39,7 @@ def loaded(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend(loaded):
-    backend = MlxBackend(loaded, prefill_chunk_tokens=64)
+    backend = MlxBackend(loaded, prefill_chunk_tokens=64, prefill_alone_tokens=64)
     backend.load()
     return backend
 
@@ -186,7 +186,7 @@ def unified(tmp_path_factory):
     loaded = load_model(
         build_demo_model(tmp_path_factory.mktemp("unified"), seed=0, model_type="gemma4_unified")
     )
-    backend = MlxBackend(loaded, prefill_chunk_tokens=64)
+    backend = MlxBackend(loaded, prefill_chunk_tokens=64, prefill_alone_tokens=64)
     backend.load()
     return backend, loaded
 

@@ -151,21 +151,19 @@ class BudgetBackend(MlxBackend):
     """Records, per engine step, the prefill tokens forwarded and the answers decoded."""
 
     def __init__(self, path) -> None:
-        super().__init__(path, prefill_chunk_tokens=64)
+        super().__init__(path, prefill_chunk_tokens=64, prefill_alone_tokens=64)
         self.steps: list[tuple[int, int]] = []
         self._prefilled = 0
 
     def load(self) -> None:
         super().load()
-        forward = self._prefiller.forward
+        prefill = self._scheduler._prefill_together
 
-        def counted(cache, pieces, image_blocks=False):
-            n_tokens = sum(len(p) for p in pieces)
-            # A prompt's last token runs on its own, outside the budget: its logits start the answer.
-            self._prefilled += n_tokens if n_tokens > 1 else 0
-            return forward(cache, pieces, image_blocks)
+        def counted(caches, chunks):
+            self._prefilled += sum(len(p) for pieces in chunks for p in pieces)
+            return prefill(caches, chunks)
 
-        self._prefiller.forward = counted
+        self._scheduler._prefill_together = counted
         self.steps.clear()
 
     def finish_step(self) -> None:
@@ -193,3 +191,56 @@ def test_long_prompts_share_one_prefill_budget_per_step_while_an_answer_decodes(
     assert len(prefilling) >= 5
     assert all(n_prefill <= 64 for n_prefill, _ in prefilling)
     assert sum(n_decoding > 0 for _, n_decoding in prefilling) >= len(prefilling) - 2
+
+
+class GroupingBackend(MlxBackend):
+    """A small prefill budget, so prompts longer than their share prefill together over many steps."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path, prefill_chunk_tokens=64, prefill_alone_tokens=64)
+        self.group_sizes: list[int] = []
+
+    def load(self) -> None:
+        super().load()
+        prefill = self._scheduler._prefill_together
+
+        def recorded(caches, chunks):
+            self.group_sizes.append(len(caches))
+            return prefill(caches, chunks)
+
+        self._scheduler._prefill_together = recorded
+
+
+def test_prompts_prefilled_together_give_each_answer_it_gets_alone(loaded):
+    backend = GroupingBackend(ensure_demo_model())
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    reference = MlxBackend(loaded, prefill_chunk_tokens=64, prefill_alone_tokens=64)
+    reference.load()
+    # Different lengths, all past the 128-token sliding window: each takes a quarter of the budget a step.
+    names = ["long", "medium", "other", "short"]
+    texts = [
+        QUESTIONS["long"],
+        QUESTIONS["long"] + QUESTIONS["medium"],
+        QUESTIONS["medium"] * 4,
+        QUESTIONS["long"] * 2,
+    ]
+    try:
+        first = [request(f"{name}-4", text, max_tokens=8) for name, text in zip(names, texts, strict=True)]
+        run_together(worker, first)
+        # Second turns prefill on top of caches of different lengths, merged left-padded.
+        follow_ups = []
+        for req in first:
+            said = state.reply(backend, req.session_id, req.output_item_id).text
+            history = (*req.turns, Turn("assistant", (TextPart(said),), req.output_item_id))
+            follow_ups.append(request(req.session_id, QUESTIONS["long"], turns=history, max_tokens=8, n=2))
+        backend.group_sizes.clear()
+        run_together(worker, follow_ups)
+    finally:
+        worker.stop()
+    assert max(backend.group_sizes) == len(names)
+    for req, follow_up in zip(first, follow_ups, strict=True):
+        first_tokens, _ = alone(reference, req)
+        assert state.reply(backend, req.session_id, req.output_item_id).token_ids == tuple(first_tokens)
+        tokens, _ = alone(reference, follow_up)
+        assert state.reply(backend, follow_up.session_id, follow_up.output_item_id).token_ids == tuple(tokens)

@@ -60,7 +60,7 @@ def backend(tmp_path_factory):
     # greedy decoding of those weights makes.
     directory = build_demo_model(tmp_path_factory.mktemp("demo"), seed=0, model_type="gemma4", ends_turns=False)
     model = load_model(directory)
-    backend = MlxBackend(model, prefill_chunk_tokens=64)
+    backend = MlxBackend(model, prefill_chunk_tokens=64, prefill_alone_tokens=64)
     backend.load()
     return backend
 
@@ -149,7 +149,8 @@ def test_a_response_cancelled_mid_call_makes_no_call_and_replays_none(backend):
     n_steps = 0
 
     def stop_inside_the_call() -> bool:
-        return n_steps >= 8
+        # Seven prefill chunks and the prompt's last token, then two tokens into the forced call.
+        return n_steps >= 10
 
     outputs = []
     for output in backend.generate(req, stop_inside_the_call):

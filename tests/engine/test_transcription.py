@@ -33,7 +33,7 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def backend():
-    backend = MlxBackend(load_model(ensure_demo_model()), prefill_chunk_tokens=64)
+    backend = MlxBackend(load_model(ensure_demo_model()), prefill_chunk_tokens=64, prefill_alone_tokens=64)
     backend.load()
     return backend
 

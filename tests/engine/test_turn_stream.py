@@ -51,7 +51,9 @@ def backends():
 
     def backend(model_type: str) -> MlxBackend:
         if model_type not in made:
-            made[model_type] = MlxBackend(load_model(ensure_demo_model(model_type)), prefill_chunk_tokens=64)
+            made[model_type] = MlxBackend(
+                load_model(ensure_demo_model(model_type)), prefill_chunk_tokens=64, prefill_alone_tokens=64
+            )
             made[model_type].load()
         return made[model_type]
 
@@ -215,7 +217,7 @@ class OrderedBackend(MlxBackend):
     """The real backend, logging each step the worker gives a streamed turn, the one that ends a job too."""
 
     def __init__(self, path, log: list) -> None:
-        super().__init__(path, prefill_chunk_tokens=64)
+        super().__init__(path, prefill_chunk_tokens=64, prefill_alone_tokens=64)
         self.log = log
 
     def begin_audio_turn(self, start):

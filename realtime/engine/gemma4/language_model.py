@@ -30,23 +30,40 @@ class Prefiller:
         image_blocks passes token types, with which mlx-vlm 0.7.10 makes gemma4_unified image blocks
         bidirectional, but only in a forward that starts at an empty cache (its overlay needs a square mask).
         """
-        embeds = mx.concatenate([self._embed(p) for p in pieces], axis=0)[None]
-        kwargs: dict[str, Any] = {}
-        if self._text_model.hidden_size_per_layer_input:
-            # Soft tokens read the per-layer table at id 0, as mlx-vlm's get_input_embeddings does.
-            ids = [i for p in pieces for i in (p.ids if isinstance(p, TokenPiece) else [0] * len(p))]
-            kwargs["per_layer_inputs"] = self._text_model.get_per_layer_inputs(mx.array([ids]))
+        kwargs = self._extra_inputs([pieces])
         if image_blocks:
             types = [_token_type(p) for p in pieces for _ in range(len(p))]
             kwargs["mm_token_type_ids"] = mx.array([types])
         output = self._language_model(
-            None, inputs_embeds=embeds, cache=cache.layers, logits_to_keep=1, **kwargs
+            None, inputs_embeds=self._embeddings([pieces]), cache=cache.layers, logits_to_keep=1, **kwargs
         )
         # Only the cache is evaluated: a caller that drops the logits (every chunk but the prompt's last)
         # then never computes the KV-shared top layers or the output head for it, as in mlx-vlm.
         mx.eval([layer.state for layer in cache.layers])
         cache.keys.extend(k for p in pieces for k in p.keys)
         return output.logits[:, -1, :]
+
+    def prefill(self, caches: Sequence[ConversationCache], chunks: Sequence[Sequence[Piece]]) -> None:
+        """Prefills one chunk per conversation, all of the same length, in one forward; no logits.
+
+        The caches are merged left-padded as for a decode step; a chunk of N tokens per row then needs no
+        padding of its own, so each row's keys and values are those it gets alone.
+        """
+        if len(caches) == 1:
+            self.forward(caches[0], chunks[0])
+            return
+        batch = _merged_layers(caches)
+        self._language_model(
+            None,
+            inputs_embeds=self._embeddings(chunks),
+            cache=batch,
+            logits_to_keep=1,
+            **self._extra_inputs(chunks),
+        )
+        mx.eval([layer.state for layer in batch])
+        for row, (cache, pieces) in enumerate(zip(caches, chunks, strict=True)):
+            cache.layers = [layer.extract(row) for layer in batch]
+            cache.keys.extend(k for p in pieces for k in p.keys)
 
     def step(self, cache: ConversationCache, token: mx.array) -> mx.array:
         """One decode step for a sampled token, shape (1,), maybe not yet computed: lazy logits.
@@ -55,6 +72,20 @@ class Prefiller:
         """
         output = self._language_model(token.reshape(1, 1), cache=cache.layers, logits_to_keep=1)
         return output.logits[:, -1, :]
+
+    def _embeddings(self, chunks: Sequence[Sequence[Piece]]) -> mx.array:
+        """Shape (rows, tokens, hidden): text through the model's embedding, media rows as given."""
+        return mx.stack([mx.concatenate([self._embed(p) for p in pieces], axis=0) for pieces in chunks])
+
+    def _extra_inputs(self, chunks: Sequence[Sequence[Piece]]) -> dict[str, Any]:
+        if not self._text_model.hidden_size_per_layer_input:
+            return {}
+        # Soft tokens read the per-layer table at id 0, as mlx-vlm's get_input_embeddings does.
+        ids = [
+            [i for p in pieces for i in (p.ids if isinstance(p, TokenPiece) else [0] * len(p))]
+            for pieces in chunks
+        ]
+        return {"per_layer_inputs": self._text_model.get_per_layer_inputs(mx.array(ids))}
 
     def _embed(self, piece: Piece) -> mx.array:
         if isinstance(piece, EmbeddingPiece):
@@ -76,9 +107,7 @@ class DecodeBatch:
 
     def __init__(self, model: Any, caches: Sequence[ConversationCache]) -> None:
         self._language_model = model.language_model
-        self.layers = [
-            _merge_layer([cache.layers[i] for cache in caches]) for i in range(len(caches[0].layers))
-        ]
+        self.layers = _merged_layers(caches)
 
     def step(self, tokens: mx.array) -> mx.array:
         """Logits after one token per row, shape (B, vocab), lazy; tokens has shape (B,)."""
@@ -88,6 +117,10 @@ class DecodeBatch:
     def extract(self, row: int) -> list[Any]:
         """The row's layers as single-conversation caches again, holding everything the batch added."""
         return [layer.extract(row) for layer in self.layers]
+
+
+def _merged_layers(caches: Sequence[ConversationCache]) -> list[Any]:
+    return [_merge_layer([cache.layers[i] for cache in caches]) for i in range(len(caches[0].layers))]
 
 
 def _merge_layer(layers: list[Any]) -> Any:
