@@ -105,17 +105,24 @@ class IncrementalAudioEncoder:
             return None
         context_start = self._context_start(start_frame)
         next_context_start = self._context_start(start_frame + frames.shape[1])
-        return _Window(self, frames, invalid, start_frame - context_start, next_context_start - context_start)
+        return _Window(
+            self,
+            frames,
+            invalid,
+            context_start,
+            start_frame - context_start,
+            next_context_start - context_start,
+        )
 
     def _context_inputs(self, window: _Window) -> mx.array:
         """Each block's cached input for the window's context frames: [blocks, n_context, width]."""
-        end = self.n_tokens_emitted - self._context_start_frame
-        return self._block_inputs[:, end - window.n_context : end]
+        start = window.first_frame - self._context_start_frame
+        return self._block_inputs[:, start : start + window.n_context]
 
     def _keep_block_inputs(self, window_inputs: mx.array, window: _Window) -> None:
         """window_inputs: each block's input over the window, [blocks, n_frames, width]."""
         self._block_inputs = window_inputs[:, window.next_context_offset :]
-        self._context_start_frame = self.n_tokens_emitted - window.n_context + window.next_context_offset
+        self._context_start_frame = window.first_frame + window.next_context_offset
 
     def _subsample(self, start_frame: int, end_frame: int) -> tuple[mx.array, mx.array]:
         # A window's first frame reads the zero padding before it, so the window starts one frame early.
@@ -152,6 +159,7 @@ class _Window:
     encoder: IncrementalAudioEncoder
     frames: mx.array  # the new frames out of the subsampling convolutions, [1, n_new, width]
     invalid: mx.array  # [1, n_new]
+    first_frame: int  # the encoder frame at the window's start: its first context frame
     n_context: int
     # Where the left context of the step after this one starts, from the window's first frame.
     next_context_offset: int
