@@ -64,6 +64,13 @@ def loaded(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def unified(tmp_path_factory):
+    return load_model(
+        build_demo_model(tmp_path_factory.mktemp("unified"), seed=0, model_type="gemma4_unified")
+    )
+
+
+@pytest.fixture(scope="module")
 def speech() -> np.ndarray:
     require_tool("espeak-ng")
     return spoken_sentences(ENGINE_SAMPLE_RATE_HZ, SPEECH_N_SAMPLES)
@@ -132,8 +139,7 @@ def test_a_batch_of_one_equals_push(loaded, speech):
     assert mx.array_equal(together.finish(), alone.finish()).item()
 
 
-def test_frame_encoders_pushed_together_equal_pushed_alone(tmp_path, speech):
-    unified = load_model(build_demo_model(tmp_path, seed=0, model_type="gemma4_unified"))
+def test_frame_encoders_pushed_together_equal_pushed_alone(unified, speech):
     speakers = SPEAKERS[:4]
     alone = [FrameAudioEncoder(unified.model, unified.processor) for _ in speakers]
     together = [FrameAudioEncoder(unified.model, unified.processor) for _ in speakers]
@@ -146,11 +152,14 @@ def test_frame_encoders_pushed_together_equal_pushed_alone(tmp_path, speech):
         assert_same_rows(together_encoder.finish(), alone_encoder.finish())
 
 
-def test_a_pass_refuses_what_it_cannot_encode_as_one(loaded):
+def test_a_pass_refuses_what_it_cannot_encode_as_one(loaded, unified):
     first, second = (IncrementalAudioEncoder(loaded.model, loaded.processor) for _ in range(2))
+    frame = FrameAudioEncoder(unified.model, unified.processor)
     samples = np.zeros(640, np.float32)
     with pytest.raises(ValueError, match="twice"):
         push_together([first, first], [samples, samples])
     with pytest.raises(ValueError, match="2 encoders but 1"):
         push_together([first, second], [samples])
+    with pytest.raises(ValueError, match="of one kind"):
+        push_together([first, frame], [samples, samples])
     assert push_together([], []) == []
