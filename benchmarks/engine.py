@@ -21,6 +21,8 @@ import numpy as np  # noqa: E402
 from mlx_vlm.generate import stream_generate  # noqa: E402
 
 from benchmarks.speakers import SPEECH_S, measure_speakers  # noqa: E402
+from realtime.engine.cuda_graphs import VARIABLE as CUDA_GRAPHS_VARIABLE  # noqa: E402
+from realtime.engine.cuda_graphs import use_cuda_graphs  # noqa: E402
 from realtime.engine.demo_model import ensure_demo_model  # noqa: E402
 from realtime.engine.gemma4.loading import LoadedModel, load_model  # noqa: E402
 from realtime.engine.mlx_backend import MlxBackend  # noqa: E402
@@ -317,7 +319,14 @@ def plot(results: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, help="a Gemma 4 directory (default: the tiny demo model)")
+    parser.add_argument(
+        "--cuda-graphs",
+        choices=("on", "off"),
+        help="MLX's CUDA graphs for both systems (default: the server's choice, off unless the "
+        "environment sets MLX_USE_CUDA_GRAPHS)",
+    )
     args = parser.parse_args()
+    use_cuda_graphs(None if args.cuda_graphs is None else args.cuda_graphs == "on")
     # Decode rates need answers that run to the token cap; the default demo model ends its turns.
     path = args.model or ensure_demo_model(ends_turns=False)
     loaded = load_model(path, is_demo=args.model is None)
@@ -330,6 +339,7 @@ def main() -> None:
         "versions": {"mlx": mx.__version__, "mlx_vlm": mlx_vlm.__version__},
         "model": "demo gemma4 (random weights)" if args.model is None else str(path),
         "device": mx.default_device().type.name,
+        "cuda_graphs": os.environ[CUDA_GRAPHS_VARIABLE] != "0",
         "n_cpus": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
         "timer": f"best of {REPEATS}; wall time (time.perf_counter) on the calling thread",

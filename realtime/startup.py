@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .engine.cuda_graphs import use_cuda_graphs
+
 if TYPE_CHECKING:
     from .engine.port import Engine
 
@@ -121,6 +123,7 @@ def resolve_model(spec: str | None) -> tuple[Path, bool]:
 
 def start_engine(engine: Engine, model_path: Path) -> None:
     """Load and warm the model; the first start of a model on a device also compiles its kernels."""
+    use_cuda_graphs()
     marker = _warm_marker(model_path)
     if marker.exists():
         log.info("loading %s and warming up", model_path)

@@ -16,7 +16,7 @@ from PIL import Image
 from .answer import AnswerPolicy, PromptEnd, Step, decode_answer
 from .audio_rows import AudioRowsCache
 from .conversation_cache import ConversationCache
-from .gemma4.audio_encoder import stream_encoder
+from .gemma4.audio_encoder import AudioStreamEncoder, push_together, stream_encoder
 from .gemma4.call_stream import Answer, ParsedCall
 from .gemma4.chat_format import ChatTokens, PromptRenderer
 from .gemma4.context import context_tokens as model_context_tokens
@@ -201,9 +201,14 @@ class MlxBackend:
         # No stream: a request that did not continue the turn has ended it; the rest of it is not needed.
         if session is None or session.stream is None:
             return
+        stream = session.stream
         with self._streamed_work(session):
-            # One step encodes a slice of audio and prefills the rows it made final.
-            for rows in session.stream.hear(samples):
+            # A slice of audio is encoded in one step, with every other session's due at that step; the
+            # rows it made final are prefilled in the next.
+            for pushed in stream.slices(samples):
+                ticket = self._scheduler.together(_encode_together, (stream.encoder, pushed))
+                yield from self._scheduler.end_of_unit()
+                rows = stream.heard_rows(ticket.result())
                 yield from self._prefill_chunks(session.cache, [rows], _never)
 
     def abandon_audio_turn(self, session_id: str) -> None:
@@ -415,6 +420,10 @@ class MlxBackend:
     def finish_step(self) -> None:
         """Runs the step's decode forward for every answer that asked for one since the last call."""
         self._scheduler.run()
+
+
+def _encode_together(pushes: list[tuple[AudioStreamEncoder, np.ndarray]]) -> list[mx.array]:
+    return push_together([encoder for encoder, _ in pushes], [samples for _, samples in pushes])
 
 
 def _input_usage(prompt: Prompt, n_cached: int) -> Usage:

@@ -18,6 +18,7 @@ from .conversation_cache import ConversationCache
 from .prefill import Piece, take_tokens
 
 Sample = Callable[[mx.array], mx.array]
+Arg = TypeVar("Arg")
 Result = TypeVar("Result")
 
 
@@ -31,8 +32,7 @@ class Batch(Protocol):
 class _Ticket(Generic[Result]):
     """Work queued for the coming step; `result()` is read after it (a direct caller's read runs it)."""
 
-    def __init__(self, scheduler: StepScheduler, cache: ConversationCache) -> None:
-        self.cache = cache
+    def __init__(self, scheduler: StepScheduler) -> None:
         self._scheduler = scheduler
         self._result: Result | None = None
         self._error: BaseException | None = None
@@ -53,7 +53,8 @@ class DecodeTicket(_Ticket[mx.array]):
     """One row's token for the coming step; the result is the token sampled after it, not yet computed."""
 
     def __init__(self, scheduler: StepScheduler, cache: ConversationCache, token: mx.array, sample: Sample):
-        super().__init__(scheduler, cache)
+        super().__init__(scheduler)
+        self.cache = cache
         self.token = token
         self.sample = sample
 
@@ -62,9 +63,19 @@ class PrefillTicket(_Ticket[int]):
     """A chunk offered for the coming step; the result is how many of its tokens the step prefilled."""
 
     def __init__(self, scheduler: StepScheduler, cache: ConversationCache, pieces: list[Piece]):
-        super().__init__(scheduler, cache)
+        super().__init__(scheduler)
+        self.cache = cache
         self.pieces = pieces
         self.n_tokens = sum(len(p) for p in pieces)
+
+
+class CallTicket(_Ticket[Result], Generic[Arg, Result]):
+    """One argument of a call that takes a list of them (an encoder pass over several sessions' audio)."""
+
+    def __init__(self, scheduler: StepScheduler, call: Callable[[list[Arg]], list[Result]], arg: Arg):
+        super().__init__(scheduler)
+        self.call = call
+        self.arg = arg
 
 
 class StepScheduler:
@@ -87,6 +98,7 @@ class StepScheduler:
         self._prefill_alone_tokens = prefill_alone_tokens
         self._pending: list[DecodeTicket] = []
         self._prefills: list[PrefillTicket] = []
+        self._calls: list[CallTicket] = []
         self._rows: list[ConversationCache] = []
         self._batch: Batch | None = None
         self.n_steps = 0
@@ -116,6 +128,13 @@ class StepScheduler:
         self._prefills.append(ticket)
         return ticket
 
+    def together(self, call: Callable[[list[Arg]], list[Result]], arg: Arg) -> CallTicket[Arg, Result]:
+        """Queues arg for the step's one call of `call` over every argument queued for it; the ticket's
+        result is the call's result for this one. These calls run first in the step."""
+        ticket: CallTicket[Arg, Result] = CallTicket(self, call, arg)
+        self._calls.append(ticket)
+        return ticket
+
     def release(self, cache: ConversationCache) -> None:
         """The conversation stops decoding: its cache holds its own layers again when this returns."""
         self._pending = [t for t in self._pending if t.cache is not cache]
@@ -125,11 +144,27 @@ class StepScheduler:
 
     def run(self) -> None:
         self.n_steps += 1
+        calls, self._calls = self._calls, []
+        self._run_calls(calls)
         prefills, self._prefills = self._prefills, []
         tickets, self._pending = self._in_row_order(self._pending), []
         self._run_prefills(prefills, alone=not tickets and len(prefills) == 1)
         if tickets:
             self._run_decode(tickets)
+
+    def _run_calls(self, tickets: list[CallTicket]) -> None:
+        by_call: dict[Callable, list[CallTicket]] = {}
+        for ticket in tickets:
+            by_call.setdefault(ticket.call, []).append(ticket)
+        for call, group in by_call.items():
+            try:
+                results = call([t.arg for t in group])
+            except Exception as exc:  # noqa: BLE001 - handed to each caller, which fails on its own
+                for ticket in group:
+                    ticket._settle(None, exc)
+                continue
+            for ticket, result in zip(group, results, strict=True):
+                ticket._settle(result)
 
     def _run_prefills(self, tickets: list[PrefillTicket], alone: bool) -> None:
         budget = self._prefill_alone_tokens if alone else self._prefill_tokens_per_step

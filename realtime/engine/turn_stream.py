@@ -63,8 +63,13 @@ class TurnStream:
     def n_rows(self) -> int:
         return self._encoder.n_tokens_emitted
 
-    def hear(self, samples_16k: np.ndarray) -> Iterator[EmbeddingPiece]:
-        """The rows these samples make final, one encoder step per item."""
+    @property
+    def encoder(self) -> AudioStreamEncoder:
+        return self._encoder
+
+    def slices(self, samples_16k: np.ndarray) -> Iterator[np.ndarray]:
+        """The samples as encoder pushes of at most a second each, every one recorded as heard; the rows a
+        push makes final go through `heard_rows`."""
         for offset in range(0, len(samples_16k), _STEP_N_SAMPLES):
             room = MAX_CLIP_N_SAMPLES - self._n_heard
             step = samples_16k[offset : offset + min(_STEP_N_SAMPLES, room)]
@@ -72,7 +77,10 @@ class TurnStream:
                 return
             self._heard[self._n_heard : self._n_heard + len(step)] = step
             self._n_heard += len(step)
-            yield self._keyed(self._encoder.push(step))
+            yield step
+
+    def heard_rows(self, rows: mx.array) -> EmbeddingPiece:
+        return self._keyed(rows)
 
     def continuation(
         self, request: GenerationRequest, prompt: Prompt, cached_keys: list[Key]

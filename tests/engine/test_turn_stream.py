@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from realtime.engine import mlx_backend
 from realtime.engine.demo_model import ensure_demo_model
 from realtime.engine.gemma4.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
@@ -282,3 +283,44 @@ def test_a_streamed_turn_and_another_sessions_answer_take_turns(speech):
     # Each step gives both sessions one unit; the session that goes first alternates from step to step.
     assert max(n for _, n in runs) <= 2, " ".join(log)
     assert sum(n for kind, n in runs if kind == "answer") >= 5
+
+
+def test_sessions_speaking_at_once_are_encoded_together_and_answer_as_alone(backends, speech):
+    backend = backends("gemma4")
+    pass_sizes: list[int] = []
+    encode = mlx_backend._encode_together
+
+    def recorded(pushes):
+        pass_sizes.append(len(pushes))
+        return encode(pushes)
+
+    # Three speakers saying different things at the same pace: their encoder steps fall due together.
+    names = [f"together-{i}" for i in range(3)]
+    turns = {name: spoken_turn(speech[1000 * i :]) for i, name in enumerate(names)}
+    speaking = {}
+    for name in names:
+        turn = turns[name]
+        start = AudioTurnStart(name, INSTRUCTIONS, (), turn.item_id, (), turn.parts[-1].key)
+        speaking[name] = _speaker(backend, start, turn.parts[-1].samples)
+    mlx_backend._encode_together = recorded
+    try:
+        while speaking:
+            for name, steps in list(speaking.items()):
+                if next(steps, StopIteration) is StopIteration:
+                    del speaking[name]
+            backend.finish_step()
+    finally:
+        mlx_backend._encode_together = encode
+    assert max(pass_sizes) == len(names)
+    for name in names:
+        streamed, streamed_ids = answer(backend, request(name, [turns[name]]))
+        whole, whole_ids = answer(backend, request(f"{name}-whole", [turns[name]]))
+        assert streamed_ids == whole_ids
+        assert streamed.usage.cached_tokens > whole.usage.cached_tokens + 200
+
+
+def _speaker(backend: MlxBackend, start: AudioTurnStart, samples: np.ndarray):
+    yield from backend.begin_audio_turn(start)
+    for offset in range(0, len(samples), PUSH_N_SAMPLES):
+        yield from backend.append_audio_turn(start.session_id, samples[offset : offset + PUSH_N_SAMPLES])
+        yield None
