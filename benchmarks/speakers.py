@@ -1,5 +1,6 @@
-"""Streaming prefill at scale: engine time per second of speech while several sessions speak at once,
-and the answer rate of one more session that is decoding meanwhile (part of benchmarks/engine.py)."""
+"""Streaming prefill at scale: all the engine's time per second of speech while several sessions speak
+at once, then the answer rate of one more session decoding while they speak again (part of
+benchmarks/engine.py)."""
 
 from __future__ import annotations
 

@@ -63,8 +63,9 @@ def decode_answer(
 ) -> Generator[Step, None, StopReason]:
     """Decodes from the first answer token (or the prompt's end) until a stop token, the limit, a single
     call or cancellation; the cache leaves the batch when it ends."""
-    output, shown = None, False
+    row = _Row(scheduler, sampler, constraint, cache, answer, policy, should_stop)
     try:
+        token = first
         if isinstance(first, PromptEnd):
             ticket = scheduler.decode(cache, first.token, sampler)
             yield None
@@ -72,51 +73,75 @@ def decode_answer(
             cache.keys.append(first.key)
             if should_stop():
                 return "cancelled"
-        else:
-            token = first
-        # The first token's text goes out with the unit that feeds it, a step earlier than the others': the
-        # engine waits once for the forward that made it, and the time to first token loses a whole step.
-        token_id = int(token.item())
-        if token_id not in policy.rules.stop_ids and len(answer.token_ids) + 1 < policy.limit:
-            output, shown = policy.to_output(answer.add(token_id)), True
-        while True:
-            last = len(answer.token_ids) + (not shown) >= policy.limit
-            if constraint is not None:
-                # The next token's mask depends on this one, so it is read before that step is queued.
-                constraint.advance(int(token.item()))
-            # As mlx-lm: the token goes into the step's forward before it is read, so the device computes
-            # the next one while this thread filters and yields. A stop token is thus fed too (for
-            # <turn|>, the next turn's prompt has it there anyway).
-            ticket = None if last else scheduler.decode(cache, token, sampler)
-            yield output
-            # The step ran (the worker's, or here for a direct caller): the token is in the cache.
-            next_token = None if ticket is None else ticket.result()
-            token_id = int(token.item())
-            if not last:
-                cache.keys.append(token_id)
-            if should_stop():
-                if not shown:
-                    # Fed but never shown: the answer keeps the token (the cache holds it), not its text,
-                    # so the replayed ids match the cache and the replayed text matches what was said.
-                    said = answer.text
-                    answer.add(token_id)
-                    answer.text = said
-                return "cancelled"
-            if shown:
-                # Added and yielded before its step; a call it completed ends the answer now it is fed.
-                if isinstance(output, ToolCall) and policy.stop_after_call:
-                    return "end_of_turn"
-                output = None
-            else:
-                if token_id in policy.rules.stop_ids or ticket is None:
-                    return (yield from _finish(answer, policy, token_id))
-                output = policy.to_output(answer.add(token_id))
-                if isinstance(output, ToolCall) and policy.stop_after_call:
-                    yield output
-                    return "end_of_turn"
-            token, shown = next_token, False
+        return (yield from _decode_from(row, token))
     finally:
         scheduler.release(cache)
+
+
+@dataclass(frozen=True)
+class _Row:
+    scheduler: StepScheduler
+    sampler: Sampler
+    constraint: Constraint | None
+    cache: ConversationCache
+    answer: AnswerTokens
+    policy: AnswerPolicy
+    should_stop: Callable[[], bool]
+
+
+def _decode_from(row: _Row, token: mx.array) -> Generator[Step, None, StopReason]:
+    answer, policy = row.answer, row.policy
+    output, shown = _shown_early(row, token)
+    while True:
+        last = len(answer.token_ids) + (not shown) >= policy.limit
+        if row.constraint is not None:
+            # The next token's mask depends on this one, so it is read before that step is queued.
+            row.constraint.advance(int(token.item()))
+        # As mlx-lm: the token goes into the step's forward before it is read, so the device computes the
+        # next one while this thread filters and yields. A stop token is thus fed too (for <turn|>, the
+        # next turn's prompt has it there anyway).
+        ticket = None if last else row.scheduler.decode(row.cache, token, row.sampler)
+        yield output
+        # The step ran (the worker's, or here for a direct caller): the token is in the cache.
+        next_token = None if ticket is None else ticket.result()
+        token_id = int(token.item())
+        if not last:
+            row.cache.keys.append(token_id)
+        if row.should_stop():
+            if not shown:
+                # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so
+                # the replayed ids match the cache and the replayed text matches what was said.
+                said = answer.text
+                answer.add(token_id)
+                answer.text = said
+            return "cancelled"
+        if shown:
+            # Added and yielded before its step: a call it completed ends the answer now that it is fed.
+            if _ends_answer(output, policy):
+                return "end_of_turn"
+            output = None
+        else:
+            if token_id in policy.rules.stop_ids or ticket is None:
+                return (yield from _finish(answer, policy, token_id))
+            output = policy.to_output(answer.add(token_id))
+            if _ends_answer(output, policy):
+                yield output
+                return "end_of_turn"
+        token, shown = next_token, False
+
+
+def _shown_early(row: _Row, token: mx.array) -> tuple[Step, bool]:
+    """The first token's output, to go out with the unit that feeds it, a step earlier than the others':
+    the engine waits once for the forward that made it, and the time to first token loses a step.
+    A stop token or the limit's last token take the usual path."""
+    token_id = int(token.item())
+    if token_id in row.policy.rules.stop_ids or len(row.answer.token_ids) + 1 >= row.policy.limit:
+        return None, False
+    return row.policy.to_output(row.answer.add(token_id)), True
+
+
+def _ends_answer(output: Step, policy: AnswerPolicy) -> bool:
+    return isinstance(output, ToolCall) and policy.stop_after_call
 
 
 def _finish(answer: AnswerTokens, policy: AnswerPolicy, token_id: int) -> Generator[Step, None, StopReason]:

@@ -418,7 +418,7 @@ class MlxBackend:
         self.drop_session(request.session_id)
 
     def finish_step(self) -> None:
-        """Runs the step's decode forward for every answer that asked for one since the last call."""
+        """Runs the work every unit since the last call queued: encoder pass, prefill chunks, decode."""
         self._scheduler.run()
 
 

@@ -73,7 +73,7 @@ class Backend(Protocol):
 
     def finish_step(self) -> None:
         """Called once per engine step, after every session's job took its unit: runs the work those
-        units queued together (one batched decode forward)."""
+        units queued together (one encoder pass, prefill forwards of equal chunks, one decode forward)."""
 
 
 @dataclass
