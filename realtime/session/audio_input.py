@@ -88,9 +88,10 @@ class AudioInput:
             len(data) // self._format.n_bytes_per_sample * ENGINE_SAMPLE_RATE_HZ // self._format.rate_hz
         )
         if self._segmenter is None and len(self._buffer) + n_new_samples > self._max_buffer_n_samples:
+            max_s = self._max_buffer_n_samples // ENGINE_SAMPLE_RATE_HZ
             raise ProtocolError(
                 "input_audio_buffer_full",
-                f"The input audio buffer holds at most {self._max_buffer_n_samples // ENGINE_SAMPLE_RATE_HZ} s "
+                f"The input audio buffer holds at most {max_s} s "
                 "without turn detection; commit or clear it. This chunk was not added.",
                 param="audio",
             )
