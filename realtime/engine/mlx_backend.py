@@ -304,13 +304,11 @@ class MlxBackend:
         kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
         if self._unified and "image" in kinds and "audio" not in kinds:
             return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
-        head, (last,) = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
+        head, _ = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
         if not (yield from self._prefill_chunks(cache, head, should_stop)) or should_stop():
             return None
-        if isinstance(last, TokenPiece):
-            return PromptEnd(mx.array(last.ids), last.keys[0])
-        # A prompt that ends in a media row (the chat format never makes one) cannot be fed as a token.
-        return self._prefiller.forward(cache, [last])
+        # The chat format ends every prompt with the generation prompt's text tokens.
+        return PromptEnd(mx.array(prompt.ids[-1:]), prompt.keys[-1])
 
     def _uncached_pieces(
         self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]

@@ -99,10 +99,11 @@ class TurnStream:
             return None
         return span.part
 
-    def finish(self, part: AudioPart) -> EmbeddingPiece:
-        """The clip's remaining rows: the samples not yet heard, then the encoder's tail."""
+    def finish(self, part: AudioPart) -> None:
+        """Encodes the clip's remaining rows (the samples not yet heard, then the encoder's tail); `rows()`
+        then holds the whole clip's."""
         rest = self._encoder.push(np.asarray(part.samples[self._n_heard :], np.float32))
-        return self._keyed(mx.concatenate([rest, self._encoder.finish()]))
+        self._keyed(mx.concatenate([rest, self._encoder.finish()]))
 
     def rows(self) -> mx.array:
         """Every row streamed so far: once finished, the clip's whole encoding."""
