@@ -1,8 +1,9 @@
 """The engine step: one decode forward over every answer that is decoding, and batched prefill chunks.
 
 Requests stay in their own generators (prompt, prefix reuse, detokenizer, stop rules); during a step they
-hand the scheduler tickets (a token to feed, a chunk to prefill) and read the results after it. The worker
-calls `run()` once per step, after every session has had its turn: the step's prefill chunks share one
+hand the scheduler tickets (an argument for a batched call such as the audio encoder's, a chunk to
+prefill, a token to feed) and read the results after it. The worker calls `run()` once per step, after
+every session has had its turn: the batched calls run once each, the step's prefill chunks share one
 token budget and go through the model in as few forwards as their lengths allow, then every decoding
 row's token goes through one B×1 forward.
 """
@@ -26,7 +27,8 @@ class Batch(Protocol):
     def step(self, tokens: mx.array) -> mx.array:
         """Logits (B, vocab) after feeding one token per row."""
 
-    def extract(self, row: int) -> list: ...
+    def split(self, n_rows: int) -> list[list]:
+        """Each row's own cache layers again."""
 
 
 class _Ticket(Generic[Result]):
@@ -138,7 +140,6 @@ class StepScheduler:
     def release(self, cache: ConversationCache) -> None:
         """The conversation stops decoding: its cache holds its own layers again when this returns."""
         self._pending = [t for t in self._pending if t.cache is not cache]
-        self._prefills = [t for t in self._prefills if t.cache is not cache]
         if any(row is cache for row in self._rows):
             self._unbatch()
 
@@ -215,8 +216,8 @@ class StepScheduler:
 
     def _unbatch(self) -> None:
         if self._batch is not None:
-            for row, cache in enumerate(self._rows):
-                cache.layers = self._batch.extract(row)
+            for cache, layers in zip(self._rows, self._batch.split(len(self._rows)), strict=True):
+                cache.layers = layers
         self._batch, self._rows = None, []
 
 

@@ -79,9 +79,6 @@ class TurnStream:
             self._n_heard += len(step)
             yield step
 
-    def heard_rows(self, rows: mx.array) -> EmbeddingPiece:
-        return self._keyed(rows)
-
     def continuation(
         self, request: GenerationRequest, prompt: Prompt, cached_keys: list[Key]
     ) -> AudioPart | None:
@@ -103,13 +100,14 @@ class TurnStream:
         """Encodes the clip's remaining rows (the samples not yet heard, then the encoder's tail); `rows()`
         then holds the whole clip's."""
         rest = self._encoder.push(np.asarray(part.samples[self._n_heard :], np.float32))
-        self._keyed(mx.concatenate([rest, self._encoder.finish()]))
+        self.heard_rows(mx.concatenate([rest, self._encoder.finish()]))
 
     def rows(self) -> mx.array:
         """Every row streamed so far: once finished, the clip's whole encoding."""
         return mx.concatenate(self._rows) if self._rows else mx.zeros((0,), self._dtype)
 
-    def _keyed(self, rows: mx.array) -> EmbeddingPiece:
+    def heard_rows(self, rows: mx.array) -> EmbeddingPiece:
+        """Rows the encoder made final, keyed by their place in the clip and kept for `rows()`."""
         rows = rows.astype(self._dtype)
         self._rows.append(rows)
         first = self.n_rows - rows.shape[0]

@@ -61,8 +61,8 @@ class Prefiller:
             **self._extra_inputs(chunks),
         )
         mx.eval([layer.state for layer in batch])
-        for row, (cache, pieces) in enumerate(zip(caches, chunks, strict=True)):
-            cache.layers = _extracted(batch, row)
+        for cache, layers, pieces in zip(caches, _split(batch, len(caches)), chunks, strict=True):
+            cache.layers = layers
             cache.keys.extend(k for p in pieces for k in p.keys)
 
     def step(self, cache: ConversationCache, token: mx.array) -> mx.array:
@@ -114,16 +114,16 @@ class DecodeBatch:
         output = self._language_model(tokens.reshape(-1, 1), cache=self.layers, logits_to_keep=1)
         return output.logits[:, -1, :]
 
-    def extract(self, row: int) -> list[Any]:
-        """The row's layers as single-conversation caches again, holding everything the batch added."""
-        return _extracted(self.layers, row)
+    def split(self, n_rows: int) -> list[list[Any]]:
+        """Each row's layers as single-conversation caches again, holding everything the batch added."""
+        return _split(self.layers, n_rows)
 
 
-def _extracted(layers: list[Any], row: int) -> list[Any]:
+def _split(layers: list[Any], n_rows: int) -> list[list[Any]]:
     # mlx-vlm's extract reads each layer's row padding with its own device sync; one evaluation of every
     # layer's paddings first makes those reads free (a sync each costs ~0.1 ms on a GPU, B x layers of them).
     mx.eval([(layer.left_padding, layer.offset) for layer in layers])
-    return [layer.extract(row) for layer in layers]
+    return [[layer.extract(row) for layer in layers] for row in range(n_rows)]
 
 
 def _merged_layers(caches: Sequence[ConversationCache]) -> list[Any]:
