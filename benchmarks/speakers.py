@@ -45,7 +45,7 @@ def _step_all(backend: MlxBackend, speakers: dict[str, Iterator[None]], answer: 
 
 
 def _speakers(
-    backend: MlxBackend, samples: np.ndarray, n_speakers: int, run: int
+    backend: MlxBackend, samples: np.ndarray, n_speakers: int, run: int | str
 ) -> dict[str, Iterator[None]]:
     return {f"speaker-{run}-{i}": _speaker(backend, f"speaker-{run}-{i}", samples) for i in range(n_speakers)}
 
@@ -56,22 +56,30 @@ def _forget(backend: MlxBackend, session_ids) -> None:
         backend.drop_session(session_id)
 
 
-def measure_speakers(backend: MlxBackend, samples: np.ndarray, n_speakers: int = 8) -> dict:
-    """Engine time of the speakers alone (all of it: encoding, their batched prefill, the steps), then a
-    listener's answer rate while they speak again."""
-    speakers = _speakers(backend, samples, n_speakers, 0)
+def _speakers_alone_s(backend: MlxBackend, samples: np.ndarray, n_speakers: int, run: int) -> float:
+    speakers = _speakers(backend, samples, n_speakers, run)
     names = list(speakers)
     start = time.perf_counter()
     _step_all(backend, speakers, None)
-    speakers_s = time.perf_counter() - start
+    elapsed_s = time.perf_counter() - start
     _forget(backend, names)
+    return elapsed_s
+
+
+def measure_speakers(backend: MlxBackend, samples: np.ndarray, n_speakers: int = 8) -> dict:
+    """Engine time of the speakers alone (all of it: encoding, their batched prefill, the steps), then a
+    listener's answer rate while they speak again."""
+    # The first round also compiles kernels for its shapes (8 speakers' encoder windows, their batched
+    # prefill), which a running server has done long before; it is reported, the best later one judged.
+    rounds_s = [_speakers_alone_s(backend, samples, n_speakers, run) for run in range(3)]
+    first_round_s, speakers_s = rounds_s[0], min(rounds_s[1:])
     answering = [False]
     request = GenerationRequest(
         "listener", "listener-r", "listener-a", "", (Turn("user", (TextPart("hello"),), "u"),), 100_000
     )
     answer = backend.generate(request, lambda: not answering[0])
     answering[0] = True
-    speakers = _speakers(backend, samples, n_speakers, 1)
+    speakers = _speakers(backend, samples, n_speakers, "listening")
     names = list(speakers)
     start = time.perf_counter()
     _step_all(backend, speakers, answer)
@@ -85,6 +93,7 @@ def measure_speakers(backend: MlxBackend, samples: np.ndarray, n_speakers: int =
         "speech_s_each": speech_s,
         "push_ms": 40,
         "speakers_alone_wall_s": speakers_s,
+        "speakers_alone_first_round_wall_s": first_round_s,
         "engine_s_per_speech_s_per_speaker": speakers_s / (n_speakers * speech_s),
         "wall_s": window_s,
         "listener_tokens": done.usage.output_tokens,

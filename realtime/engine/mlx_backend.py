@@ -45,6 +45,7 @@ from .port import (
 )
 from .prefill import EmbeddingPiece, Piece, TokenPiece, take_tokens
 from .prompt import Prompt, Reply
+from .row_streams import row_streams
 from .sampling import Sampler, suppression_mask
 from .scheduler import StepScheduler, prefill_in_steps
 from .turn_stream import TurnStream, render_opening
@@ -121,6 +122,8 @@ class MlxBackend:
         self._scheduler = StepScheduler(
             lambda caches: DecodeBatch(model, caches),
             self._prefiller.step,
+            self._prefiller.logits,
+            row_streams(mx.default_device()),
             self._prefiller.prefill,
             self._prefill_chunk_tokens,
             self._prefill_alone_tokens,

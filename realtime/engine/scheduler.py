@@ -5,7 +5,8 @@ hand the scheduler tickets (an argument for a batched call such as the audio enc
 prefill, a token to feed) and read the results after it. The worker calls `run()` once per step, after
 every session has had its turn: the batched calls run once each, the step's prefill chunks share one
 token budget and go through the model in as few forwards as their lengths allow, then every decoding
-row's token goes through one B×1 forward.
+row's token goes through one B×1 forward, then the output head and each row's sampling (spread over
+the CPU's cores when there is no GPU: `row_streams.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import mlx.core as mx
 
 from .conversation_cache import ConversationCache
 from .prefill import Piece, take_tokens
+from .row_streams import row_groups
 
 Sample = Callable[[mx.array], mx.array]
 Arg = TypeVar("Arg")
@@ -25,7 +27,8 @@ Result = TypeVar("Result")
 
 class Batch(Protocol):
     def step(self, tokens: mx.array) -> mx.array:
-        """Logits (B, vocab) after feeding one token per row."""
+        """The last hidden states (B, hidden) after feeding one token per row; the output head makes them
+        logits."""
 
     def split(self, n_rows: int) -> list[list]:
         """Each row's own cache layers again."""
@@ -88,12 +91,16 @@ class StepScheduler:
         self,
         make_batch: Callable[[Sequence[ConversationCache]], Batch],
         step_alone: Callable[[ConversationCache, mx.array], mx.array],
+        output_head: Callable[[mx.array], mx.array],
+        row_streams: Sequence[mx.Stream],
         prefill_together: Callable[[Sequence[ConversationCache], Sequence[list[Piece]]], None],
         prefill_tokens_per_step: int,
         prefill_alone_tokens: int,
     ) -> None:
         self._make_batch = make_batch
         self._step_alone = step_alone
+        self._output_head = output_head
+        self._row_streams = row_streams
         self._prefill_together = prefill_together
         self._prefill_tokens_per_step = prefill_tokens_per_step
         # A step with one prefill and nothing decoding delays no one: its chunk may be longer.
@@ -188,8 +195,12 @@ class StepScheduler:
 
     def _run_decode(self, tickets: list[DecodeTicket]) -> None:
         try:
-            logits = self._forward(tickets)
-            next_tokens = [t.sample(logits[i : i + 1]) for i, t in enumerate(tickets)]
+            hidden = self._forward(tickets)
+            next_tokens = []
+            for stream, rows in row_groups(len(tickets), self._row_streams):
+                with mx.stream(stream):
+                    logits = self._output_head(hidden[rows.start : rows.stop])
+                    next_tokens += [tickets[i].sample(logits[j : j + 1]) for j, i in enumerate(rows)]
             mx.async_eval(next_tokens)
         except Exception as exc:  # noqa: BLE001 - handed to every row's request, which fails on its own
             self._batch, self._rows = None, []

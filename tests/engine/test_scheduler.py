@@ -6,6 +6,7 @@ import queue
 
 import pytest
 
+from realtime.engine import row_streams
 from realtime.engine.demo_model import ensure_demo_model
 from realtime.engine.gemma4.loading import load_model
 from realtime.engine.mlx_backend import MlxBackend
@@ -83,10 +84,15 @@ def run_together(worker: EngineWorker, requests: list[GenerationRequest], cancel
 
 @pytest.fixture(scope="module")
 def batched():
-    # Loaded on the engine thread itself: MLX streams are thread-local.
+    # Loaded on the engine thread itself: MLX streams are thread-local. Three usable cores, whatever this
+    # machine has: the four questions' output heads and sampling then run on three CPU streams in groups
+    # of uneven size.
     backend = CountingBackend(ensure_demo_model())
     worker = EngineWorker(backend)
-    worker.start(timeout_s=TIMEOUT_S)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(row_streams, "_usable_cores", lambda: 3)
+        worker.start(timeout_s=TIMEOUT_S)
+    assert len(backend._scheduler._row_streams) == 3
     yield backend, worker
     worker.stop()
 

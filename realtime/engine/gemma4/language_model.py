@@ -66,12 +66,16 @@ class Prefiller:
             cache.keys.extend(k for p in pieces for k in p.keys)
 
     def step(self, cache: ConversationCache, token: mx.array) -> mx.array:
-        """One decode step for a sampled token, shape (1,), maybe not yet computed: lazy logits.
+        """One decode step for a sampled token, shape (1,), maybe not yet computed: the last hidden state,
+        shape (1, hidden), lazy; `logits` makes it logits.
 
         The caller appends the token's id to cache.keys once it has read it.
         """
-        output = self._language_model(token.reshape(1, 1), cache=cache.layers, logits_to_keep=1)
-        return output.logits[:, -1, :]
+        return _last_hidden(self._text_model, token.reshape(1, 1), cache.layers)
+
+    def logits(self, hidden: mx.array) -> mx.array:
+        """The output head over last hidden states (rows, hidden), as the model's own forward applies it."""
+        return self._language_model.logits_from_hidden(hidden)
 
     def _embeddings(self, chunks: Sequence[Sequence[Piece]]) -> mx.array:
         """Shape (rows, tokens, hidden): text through the model's embedding, media rows as given."""
@@ -106,17 +110,22 @@ class DecodeBatch:
     """
 
     def __init__(self, model: Any, caches: Sequence[ConversationCache]) -> None:
-        self._language_model = model.language_model
+        self._text_model = model.language_model.model
         self.layers = _merged_layers(caches)
 
     def step(self, tokens: mx.array) -> mx.array:
-        """Logits after one token per row, shape (B, vocab), lazy; tokens has shape (B,)."""
-        output = self._language_model(tokens.reshape(-1, 1), cache=self.layers, logits_to_keep=1)
-        return output.logits[:, -1, :]
+        """The last hidden states after one token per row, shape (B, hidden), lazy; tokens has shape (B,)."""
+        return _last_hidden(self._text_model, tokens.reshape(-1, 1), self.layers)
 
     def split(self, n_rows: int) -> list[list[Any]]:
         """Each row's layers as single-conversation caches again, holding everything the batch added."""
         return _split(self.layers, n_rows)
+
+
+def _last_hidden(text_model: Any, tokens: mx.array, layers: list[Any]) -> mx.array:
+    # The language model's own forward without its output head (mlx-vlm 0.7.10's LanguageModel.__call__),
+    # which the scheduler applies per group of rows.
+    return text_model(tokens, cache=layers, logits_to_keep=1)[:, -1, :]
 
 
 def _split(layers: list[Any], n_rows: int) -> list[list[Any]]:

@@ -1,0 +1,37 @@
+"""Where the decode rows' output head and sampling run: on a CPU, spread over one MLX stream per core.
+
+MLX runs a stream's operations one after another on one thread, and on its CPU backend the output head
+(a 262,144-token vocabulary) and the sampling over it cost about the same for every row: a batch on one
+stream would use one core. Rows are independent there, so each stream takes a contiguous group of them.
+A GPU runs a batch's rows together already: it keeps its one default stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import mlx.core as mx
+
+# Beyond a few cores the groups get too small to pay for the hand-off between threads.
+_MAX_CPU_STREAMS = 8
+
+
+def row_streams(device: mx.Device) -> list[mx.Stream]:
+    if device.type != mx.DeviceType.cpu:
+        return [mx.default_stream(device)]
+    return [mx.new_stream(device) for _ in range(min(_usable_cores(), _MAX_CPU_STREAMS))]
+
+
+def row_groups(n_rows: int, streams: Sequence[mx.Stream]) -> Iterator[tuple[mx.Stream, range]]:
+    """Contiguous groups of rows as even as can be, one stream each."""
+    n_groups = min(n_rows, len(streams))
+    for group in range(n_groups):
+        yield streams[group], range(group * n_rows // n_groups, (group + 1) * n_rows // n_groups)
+
+
+def _usable_cores() -> int:
+    # The affinity mask, where there is one, is what a container or taskset leaves this process.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
