@@ -18,9 +18,11 @@ _MAX_CPU_STREAMS = 8
 
 
 def row_streams(device: mx.Device) -> list[mx.Stream]:
+    """The device's default stream first: a lone row stays where the forward before it ran."""
     if device.type != mx.DeviceType.cpu:
         return [mx.default_stream(device)]
-    return [mx.new_stream(device) for _ in range(min(_usable_cores(), _MAX_CPU_STREAMS))]
+    n_streams = min(_usable_cores(), _MAX_CPU_STREAMS)
+    return [mx.default_stream(device), *(mx.new_stream(device) for _ in range(n_streams - 1))]
 
 
 def row_groups(n_rows: int, streams: Sequence[mx.Stream]) -> Iterator[tuple[mx.Stream, range]]:

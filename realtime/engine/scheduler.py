@@ -144,6 +144,10 @@ class StepScheduler:
         self._calls.append(ticket)
         return ticket
 
+    def withdraw(self, ticket: PrefillTicket) -> None:
+        """Takes back a chunk offered for the coming step."""
+        self._prefills = [t for t in self._prefills if t is not ticket]
+
     def release(self, cache: ConversationCache) -> None:
         """The conversation stops decoding: its cache holds its own layers again when this returns."""
         self._pending = [t for t in self._pending if t.cache is not cache]
@@ -281,6 +285,11 @@ def prefill_in_steps(
         if should_stop():
             return False
         ticket = scheduler.prefill(cache, take_tokens(rest, scheduler.max_chunk_tokens)[0])
-        yield from scheduler.end_of_unit()
+        try:
+            yield from scheduler.end_of_unit()
+        except GeneratorExit:
+            # Closed before its step ran (its session went): the step need not prefill a cache no one reads.
+            scheduler.withdraw(ticket)
+            raise
         rest = take_tokens(rest, ticket.result())[1]
     return True

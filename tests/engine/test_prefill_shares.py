@@ -1,6 +1,8 @@
 """How one step's prefill budget is split between the sessions offering chunks, and grouped into forwards."""
 
-from realtime.engine.scheduler import equal_groups, fair_shares
+from realtime.engine.conversation_cache import ConversationCache
+from realtime.engine.prefill import TokenPiece
+from realtime.engine.scheduler import StepScheduler, equal_groups, fair_shares, prefill_in_steps
 
 
 def test_everyone_gets_all_they_offer_when_the_budget_allows():
@@ -21,3 +23,26 @@ def test_more_rows_than_tokens_serves_the_first_rows():
 
 def test_equal_shares_go_through_one_forward():
     assert equal_groups([8, 8, 3, 8, 0]) == [(8, [0, 1, 3]), (3, [2])]
+
+
+def test_a_chunk_whose_request_is_closed_before_its_step_is_not_prefilled():
+    prefilled: list[list[ConversationCache]] = []
+    scheduler = StepScheduler(
+        make_batch=None,
+        step_alone=None,
+        output_head=None,
+        row_streams=[],
+        prefill_together=lambda caches, chunks: prefilled.append(list(caches)),
+        prefill_tokens_per_step=8,
+        prefill_alone_tokens=8,
+    )
+    kept, dropped = ConversationCache(list), ConversationCache(list)
+    steps = {
+        cache: prefill_in_steps(scheduler, cache, [TokenPiece((1, 2, 3))], lambda: False)
+        for cache in (kept, dropped)
+    }
+    for generator in steps.values():
+        next(generator)  # each offers its chunk for the coming step
+    steps[dropped].close()
+    scheduler.run()
+    assert prefilled == [[kept]]

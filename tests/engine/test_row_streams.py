@@ -30,6 +30,7 @@ def test_a_cpu_gets_one_stream_per_usable_core(monkeypatch):
     streams = rs.row_streams(mx.Device(mx.cpu))
     assert len(streams) == 3 and len(set(streams)) == 3
     assert all(stream.device == mx.Device(mx.cpu) for stream in streams)
+    assert streams[0] == mx.default_stream(mx.Device(mx.cpu))
 
 
 def test_many_cores_stop_at_the_cap(monkeypatch):
