@@ -9,6 +9,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -42,7 +43,7 @@ PREFILL_WORDS = 600  # "hello world" pairs: about 1,200 prompt tokens
 DECODE_TOKENS = 128
 AUDIO_SECONDS = (1, 5, 20)
 SESSION_COUNTS = (1, 2, 4, 8)
-CONCURRENT_TOKENS = 32
+CONCURRENT_TOKENS = 64
 _ids = itertools.count()
 
 
@@ -214,40 +215,58 @@ def measure_cache(backend: MlxBackend) -> dict:
     }
 
 
-def _run_sessions(backend: MlxBackend, n_sessions: int, max_tokens: int) -> tuple[float, int]:
-    """Wall time and answer tokens of n sessions answering at once, their short prompts' prefill included."""
+@dataclass(frozen=True)
+class _SessionsRun:
+    wall_s: float
+    n_tokens: int
+    # Each session's answer-token times, in order.
+    token_times: list[list[float]]
+
+    def steady_rate(self) -> float:
+        """Tokens per second over the stretch when every session was decoding: from the last session's
+        first answer token to the first session's last one, so no prompt prefill is inside it."""
+        start = max(times[0] for times in self.token_times)
+        end = min(times[-1] for times in self.token_times)
+        inside = sum(start < t <= end for times in self.token_times for t in times)
+        return inside / (end - start)
+
+
+def _run_sessions(backend: MlxBackend, n_sessions: int, max_tokens: int) -> _SessionsRun:
+    """n sessions answering at once, their short prompts' prefill included."""
     requests = [_request([_user(f"hello number {i}")], max_tokens=max_tokens) for i in range(n_sessions)]
     start = time.perf_counter()
-    steps = [backend.generate(r, lambda: False) for r in requests]
+    steps = {i: backend.generate(r, lambda: False) for i, r in enumerate(requests)}
+    yields: dict[int, list[float]] = {i: [] for i in steps}
+    token_times = [[] for _ in requests]
     n_tokens = 0
     # As the engine worker steps: one unit of every session, then the step's batched work.
     while steps:
-        for step in list(steps):
+        for i, step in list(steps.items()):
             output = next(step)
             if isinstance(output, GenerationDone):
-                n_tokens += output.usage.output_tokens
-                steps.remove(step)
+                n = output.usage.output_tokens
+                n_tokens += n
+                # One yield per answer token before GenerationDone; the prompt's chunks yielded before them.
+                token_times[i] = yields[i][len(yields[i]) - n :]
+                del steps[i]
+            else:
+                yields[i].append(time.perf_counter())
         backend.finish_step()
-    return time.perf_counter() - start, n_tokens
+    return _SessionsRun(time.perf_counter() - start, n_tokens, token_times)
 
 
 def measure_sessions(backend: MlxBackend) -> list[dict]:
-    """Aggregate decode: the extra tokens of longer answers over the extra time they took, so the prompts'
-    prefill and the batch's forming cancel out; the whole run's rate (prompts included) is reported too."""
+    """Aggregate decode while every session decodes (best of REPEATS), and the whole run's rate with the
+    prompts' prefill and the batch's forming included."""
     rows = []
     for n_sessions in SESSION_COUNTS:
-        short_s, short_tokens = min(
-            _run_sessions(backend, n_sessions, CONCURRENT_TOKENS) for _ in range(REPEATS)
-        )
-        long_s, long_tokens = min(
-            _run_sessions(backend, n_sessions, 2 * CONCURRENT_TOKENS) for _ in range(REPEATS)
-        )
+        runs = [_run_sessions(backend, n_sessions, CONCURRENT_TOKENS) for _ in range(REPEATS)]
         rows.append(
             {
                 "sessions": n_sessions,
-                "tokens": long_tokens,
-                "aggregate_tokens_per_s": (long_tokens - short_tokens) / (long_s - short_s),
-                "with_prompts_tokens_per_s": long_tokens / long_s,
+                "tokens": runs[0].n_tokens,
+                "aggregate_tokens_per_s": max(run.steady_rate() for run in runs),
+                "with_prompts_tokens_per_s": max(run.n_tokens / run.wall_s for run in runs),
             }
         )
     for row in rows:
