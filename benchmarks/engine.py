@@ -258,15 +258,23 @@ def _run_sessions(backend: MlxBackend, n_sessions: int, max_tokens: int) -> _Ses
 def measure_sessions(backend: MlxBackend) -> list[dict]:
     """Aggregate decode while every session decodes (best of REPEATS), and the whole run's rate with the
     prompts' prefill and the batch's forming included."""
+    # Round-robin over the session counts, so a slow minute of the machine reaches every count alike.
+    runs_by_count: dict[int, list[_SessionsRun]] = {n: [] for n in SESSION_COUNTS}
+    for _ in range(REPEATS):
+        for n_sessions, runs in runs_by_count.items():
+            runs.append(_run_sessions(backend, n_sessions, CONCURRENT_TOKENS))
     rows = []
-    for n_sessions in SESSION_COUNTS:
-        runs = [_run_sessions(backend, n_sessions, CONCURRENT_TOKENS) for _ in range(REPEATS)]
+    for n_sessions, runs in runs_by_count.items():
         rows.append(
             {
                 "sessions": n_sessions,
                 "tokens": runs[0].n_tokens,
                 "aggregate_tokens_per_s": max(run.steady_rate() for run in runs),
                 "with_prompts_tokens_per_s": max(run.n_tokens / run.wall_s for run in runs),
+                "over_one_session_per_round": [
+                    run.steady_rate() / alone.steady_rate()
+                    for run, alone in zip(runs, runs_by_count[SESSION_COUNTS[0]], strict=True)
+                ],
             }
         )
     for row in rows:
