@@ -1,8 +1,8 @@
 """Where the decode rows' output head and sampling run: on a CPU, spread over one MLX stream per core.
 
 MLX runs a stream's operations one after another on one thread, and on its CPU backend the output head
-(a 262,144-token vocabulary) and the sampling over it cost about the same for every row: a batch on one
-stream would use one core. Rows are independent there, so each stream takes a contiguous group of them.
+over the whole vocabulary and the sampling over its logits cost about the same for every row: a batch on
+one stream would use one core. Rows are independent there, so each stream takes a contiguous group of them.
 A GPU runs a batch's rows together already: it keeps its one default stream.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import mlx.core as mx
 
-# Beyond a few cores the groups get too small to pay for the hand-off between threads.
+# Measured on two cores only; more streams than decoding rows would sit idle, and batches rarely pass eight.
 _MAX_CPU_STREAMS = 8
 
 
