@@ -128,25 +128,53 @@ def _decode_rate(start_and_times: tuple[float, list[float]]) -> float:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
+@dataclass(frozen=True)
+class _SessionsRun:
+    wall_s: float
+    n_tokens: int
+    # Each session's answer-token times, in order.
+    token_times: list[list[float]]
+
+    def steady_rate(self) -> float:
+        """Tokens per second over the stretch when every session was decoding: from the last session's
+        first answer token to the first session's last one, so no prompt prefill is inside it."""
+        start = max(times[0] for times in self.token_times)
+        end = min(times[-1] for times in self.token_times)
+        inside = sum(start < t <= end for times in self.token_times for t in times)
+        return inside / (end - start)
+
+
+def _run_sessions(backend: MlxBackend, requests: list[GenerationRequest]) -> _SessionsRun:
+    """The requests answered at once, their prompts' prefill included."""
+    start = time.perf_counter()
+    steps = {i: backend.generate(r, lambda: False) for i, r in enumerate(requests)}
+    yields: dict[int, list[float]] = {i: [] for i in steps}
+    token_times = [[] for _ in requests]
+    n_tokens = 0
+    # As the engine worker steps: one unit of every session, then the step's batched work.
+    while steps:
+        for i, step in list(steps.items()):
+            output = next(step)
+            if isinstance(output, GenerationDone):
+                n = output.usage.output_tokens
+                n_tokens += n
+                # One yield per answer token before GenerationDone; the prompt's chunks yielded before them.
+                token_times[i] = yields[i][len(yields[i]) - n :]
+                del steps[i]
+            else:
+                yields[i].append(time.perf_counter())
+        backend.finish_step()
+    return _SessionsRun(time.perf_counter() - start, n_tokens, token_times)
+
+
 def measure_decode(backend: MlxBackend, loaded: LoadedModel) -> dict:
     parts = [TextPart("hello")]
 
-    def ours() -> tuple[float, list[float]]:
-        start = time.perf_counter()
-        request = _request([_user(*parts)], max_tokens=DECODE_TOKENS)
-        timed = []
-        for output in backend.generate(request, lambda: False):
-            timed.append((output, time.perf_counter()))
-            backend.finish_step()  # as the engine worker does after every unit
-        n_tokens = timed[-1][0].usage.output_tokens
-        # One yield per answer token before GenerationDone; the prompt's chunks yielded before them.
-        return start, [at for _, at in timed[-1 - n_tokens : -1]]
+    def ours() -> float:
+        return _run_sessions(backend, [_request([_user(*parts)], max_tokens=DECODE_TOKENS)]).steady_rate()
 
     # Alternated, so a drift of the machine's speed (clocks, a neighbour) reaches both systems alike.
-    pairs = [
-        (_decode_rate(ours()), _decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS)))
-        for _ in range(REPEATS)
-    ]
+    pairs = [(ours(), _decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS))) for _ in range(REPEATS)]
     ours_rate, vlm_rate = (max(rates) for rates in zip(*pairs, strict=True))
     return {
         "tokens": DECODE_TOKENS,
@@ -215,46 +243,6 @@ def measure_cache(backend: MlxBackend) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class _SessionsRun:
-    wall_s: float
-    n_tokens: int
-    # Each session's answer-token times, in order.
-    token_times: list[list[float]]
-
-    def steady_rate(self) -> float:
-        """Tokens per second over the stretch when every session was decoding: from the last session's
-        first answer token to the first session's last one, so no prompt prefill is inside it."""
-        start = max(times[0] for times in self.token_times)
-        end = min(times[-1] for times in self.token_times)
-        inside = sum(start < t <= end for times in self.token_times for t in times)
-        return inside / (end - start)
-
-
-def _run_sessions(backend: MlxBackend, n_sessions: int, max_tokens: int) -> _SessionsRun:
-    """n sessions answering at once, their short prompts' prefill included."""
-    requests = [_request([_user(f"hello number {i}")], max_tokens=max_tokens) for i in range(n_sessions)]
-    start = time.perf_counter()
-    steps = {i: backend.generate(r, lambda: False) for i, r in enumerate(requests)}
-    yields: dict[int, list[float]] = {i: [] for i in steps}
-    token_times = [[] for _ in requests]
-    n_tokens = 0
-    # As the engine worker steps: one unit of every session, then the step's batched work.
-    while steps:
-        for i, step in list(steps.items()):
-            output = next(step)
-            if isinstance(output, GenerationDone):
-                n = output.usage.output_tokens
-                n_tokens += n
-                # One yield per answer token before GenerationDone; the prompt's chunks yielded before them.
-                token_times[i] = yields[i][len(yields[i]) - n :]
-                del steps[i]
-            else:
-                yields[i].append(time.perf_counter())
-        backend.finish_step()
-    return _SessionsRun(time.perf_counter() - start, n_tokens, token_times)
-
-
 def measure_sessions(backend: MlxBackend) -> list[dict]:
     """Aggregate decode while every session decodes (best of REPEATS), and the whole run's rate with the
     prompts' prefill and the batch's forming included."""
@@ -262,7 +250,9 @@ def measure_sessions(backend: MlxBackend) -> list[dict]:
     runs_by_count: dict[int, list[_SessionsRun]] = {n: [] for n in SESSION_COUNTS}
     for _ in range(REPEATS):
         for n_sessions, runs in runs_by_count.items():
-            runs.append(_run_sessions(backend, n_sessions, CONCURRENT_TOKENS))
+            prompts = [f"hello number {i}" for i in range(n_sessions)]
+            requests = [_request([_user(prompt)], max_tokens=CONCURRENT_TOKENS) for prompt in prompts]
+            runs.append(_run_sessions(backend, requests))
     rows = []
     for n_sessions, runs in runs_by_count.items():
         rows.append(
