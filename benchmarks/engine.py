@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,11 +40,16 @@ from realtime.engine.port import (  # noqa: E402
 
 RESULTS_DIR = Path(__file__).parent / "results"
 REPEATS = 3
+# Ours and mlx-vlm alternate this many times; the ratio judged is the median pair's, so a drift of the
+# machine's speed (clocks, a neighbour; ±10% from minute to minute on a 2-core box) reaches both alike.
+PAIRS = 5
 PREFILL_WORDS = 600  # "hello world" pairs: about 1,200 prompt tokens
 DECODE_TOKENS = 128
 AUDIO_SECONDS = (1, 5, 20)
 SESSION_COUNTS = (1, 2, 4, 8)
 CONCURRENT_TOKENS = 64
+# Each round runs every session count once; a round's ratio moves by ±20% on a 2-core machine.
+SESSION_ROUNDS = 5
 _ids = itertools.count()
 
 
@@ -104,23 +110,32 @@ def _best(measure: Callable[[], float]) -> float:
     return min(measure() for _ in range(REPEATS))
 
 
+def _paired(ours: Callable[[], float], mlx_vlm: Callable[[], float]) -> dict:
+    """Two rates measured in turns, PAIRS times: the medians, and the median of the pairs' ratios."""
+    pairs = [(ours(), mlx_vlm()) for _ in range(PAIRS)]
+    ratios = [ours_rate / vlm_rate for ours_rate, vlm_rate in pairs]
+    ours_rates, vlm_rates = zip(*pairs, strict=True)
+    return {
+        "ours_tokens_per_s": statistics.median(ours_rates),
+        "mlx_vlm_tokens_per_s": statistics.median(vlm_rates),
+        "ours_over_mlx_vlm": statistics.median(ratios),
+        "ratio_per_pair": ratios,
+    }
+
+
 def measure_prefill(backend: MlxBackend, loaded: LoadedModel) -> dict:
     parts = [TextPart(" ".join(["hello world"] * PREFILL_WORDS))]
     _, done = _ours_ttft_s(backend, [_user(*parts)])
     n_tokens = done.usage.input_tokens
-    ours_s = _best(lambda: _ours_ttft_s(backend, [_user(*parts)])[0])
 
-    def vlm_s() -> float:
+    def ours() -> float:
+        return n_tokens / _ours_ttft_s(backend, [_user(*parts)])[0]
+
+    def vlm() -> float:
         start, times = _vlm_token_times(loaded, parts, 1)
-        return times[0] - start
+        return n_tokens / (times[0] - start)
 
-    baseline_s = _best(vlm_s)
-    return {
-        "prompt_tokens": n_tokens,
-        "ours_tokens_per_s": n_tokens / ours_s,
-        "mlx_vlm_tokens_per_s": n_tokens / baseline_s,
-        "ours_over_mlx_vlm": baseline_s / ours_s,
-    }
+    return {"prompt_tokens": n_tokens, **_paired(ours, vlm)}
 
 
 def _decode_rate(start_and_times: tuple[float, list[float]]) -> float:
@@ -173,16 +188,10 @@ def measure_decode(backend: MlxBackend, loaded: LoadedModel) -> dict:
     def ours() -> float:
         return _run_sessions(backend, [_request([_user(*parts)], max_tokens=DECODE_TOKENS)]).steady_rate()
 
-    # Alternated, so a drift of the machine's speed (clocks, a neighbour) reaches both systems alike.
-    pairs = [(ours(), _decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS))) for _ in range(REPEATS)]
-    ours_rate, vlm_rate = (max(rates) for rates in zip(*pairs, strict=True))
-    return {
-        "tokens": DECODE_TOKENS,
-        "ours_tokens_per_s": ours_rate,
-        "mlx_vlm_tokens_per_s": vlm_rate,
-        "ours_over_mlx_vlm": ours_rate / vlm_rate,
-        "ratio_per_pair": [ours / vlm for ours, vlm in pairs],
-    }
+    def vlm() -> float:
+        return _decode_rate(_vlm_token_times(loaded, parts, DECODE_TOKENS))
+
+    return {"tokens": DECODE_TOKENS, **_paired(ours, vlm)}
 
 
 def measure_audio_ttft(backend: MlxBackend, loaded: LoadedModel) -> list[dict]:
@@ -244,34 +253,35 @@ def measure_cache(backend: MlxBackend) -> dict:
 
 
 def measure_sessions(backend: MlxBackend) -> list[dict]:
-    """Aggregate decode while every session decodes (best of REPEATS), and the whole run's rate with the
-    prompts' prefill and the batch's forming included."""
+    """Aggregate decode while every session decodes, and the whole run's rate with the prompts' prefill
+    and the batch's forming included: medians over SESSION_ROUNDS rounds, each ratio the median of the
+    rounds' own (a count's run over the one-session run of the same round)."""
     # Round-robin over the session counts, so a slow minute of the machine reaches every count alike.
     runs_by_count: dict[int, list[_SessionsRun]] = {n: [] for n in SESSION_COUNTS}
-    for _ in range(REPEATS):
+    for _ in range(SESSION_ROUNDS):
         for n_sessions, runs in runs_by_count.items():
             prompts = [f"hello number {i}" for i in range(n_sessions)]
             requests = [_request([_user(prompt)], max_tokens=CONCURRENT_TOKENS) for prompt in prompts]
             runs.append(_run_sessions(backend, requests))
+    alone = runs_by_count[SESSION_COUNTS[0]]
     rows = []
     for n_sessions, runs in runs_by_count.items():
+        steady = [run.steady_rate() for run in runs]
+        with_prompts = [run.n_tokens / run.wall_s for run in runs]
+        per_round = [rate / one.steady_rate() for rate, one in zip(steady, alone, strict=True)]
         rows.append(
             {
                 "sessions": n_sessions,
                 "tokens": runs[0].n_tokens,
-                "aggregate_tokens_per_s": max(run.steady_rate() for run in runs),
-                "with_prompts_tokens_per_s": max(run.n_tokens / run.wall_s for run in runs),
-                "over_one_session_per_round": [
-                    run.steady_rate() / alone.steady_rate()
-                    for run, alone in zip(runs, runs_by_count[SESSION_COUNTS[0]], strict=True)
-                ],
+                "aggregate_tokens_per_s": statistics.median(steady),
+                "per_session_tokens_per_s": statistics.median(steady) / n_sessions,
+                "aggregate_over_one_session": statistics.median(per_round),
+                "over_one_session_per_round": per_round,
+                "with_prompts_tokens_per_s": statistics.median(with_prompts),
+                "with_prompts_over_one_session": statistics.median(
+                    rate / (one.n_tokens / one.wall_s) for rate, one in zip(with_prompts, alone, strict=True)
+                ),
             }
-        )
-    for row in rows:
-        row["aggregate_over_one_session"] = row["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
-        row["per_session_tokens_per_s"] = row["aggregate_tokens_per_s"] / row["sessions"]
-        row["with_prompts_over_one_session"] = (
-            row["with_prompts_tokens_per_s"] / rows[0]["with_prompts_tokens_per_s"]
         )
     return rows
 
@@ -364,7 +374,11 @@ def main() -> None:
         "cuda_graphs": os.environ[CUDA_GRAPHS_VARIABLE] != "0",
         "n_cpus": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
-        "timer": f"best of {REPEATS}; wall time (time.perf_counter) on the calling thread",
+        "timer": (
+            f"prefill and decode: medians of {PAIRS} alternated pairs; concurrent sessions: medians of "
+            f"{SESSION_ROUNDS} rounds; otherwise best of {REPEATS}; wall time (time.perf_counter) on the "
+            "calling thread"
+        ),
         "warm_up_s": load_s,
         "prefill": measure_prefill(backend, loaded),
         "decode": measure_decode(backend, loaded),
