@@ -30,6 +30,9 @@ class AnswerTokens(Protocol):
 
     def flush(self) -> str: ...
 
+    def keep_unshown(self, token_id: int) -> None:
+        """Keeps a token for the replay that no output will show (the answer ends cancelled)."""
+
 
 @dataclass(frozen=True)
 class PromptEnd:
@@ -108,12 +111,11 @@ def _decode_from(row: _Row, token: mx.array) -> Generator[Step, None, StopReason
         if not last:
             row.cache.keys.append(token_id)
         if row.should_stop():
-            if not shown:
-                # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so
-                # the replayed ids match the cache and the replayed text matches what was said.
-                said = answer.text
-                answer.add(token_id)
-                answer.text = said
+            # Fed but never shown: the answer keeps the token (the cache holds it), not its text, so the
+            # replayed ids match the cache and the replayed text what was said. Not a stop token: the
+            # next prompt closes the turn itself, as after an answer that ended.
+            if not shown and token_id not in policy.rules.stop_ids:
+                answer.keep_unshown(token_id)
             return "cancelled"
         if shown:
             # Added and yielded before its step: a call it completed ends the answer now that it is fed.

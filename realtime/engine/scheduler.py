@@ -221,6 +221,10 @@ class StepScheduler:
             if len(caches) == 1:
                 return self._step_alone(caches[0], tickets[0].token)
             self._batch, self._rows = self._make_batch(caches), caches
+            for cache in caches:
+                # The batch holds a copy of every row's KV: the rows' own would double each session's
+                # memory for as long as the batch lasts. Leaving the batch gives each row its layers back.
+                cache.layers = []
         assert self._batch is not None
         return self._batch.step(mx.concatenate([t.token.reshape(1) for t in tickets]))
 

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 
 MULTIMODAL_IDS = (255_999, 256_000, 258_880, 258_881, 258_882, 258_883)
 END_OF_TURN_ID = 106
+NEWLINE_ID = 107
 CHANNEL_START_ID, CHANNEL_END_ID = 100, 101
 MAX_TOKENS = 16
 
@@ -228,6 +229,32 @@ def test_answer_ends_at_end_of_turn_without_emitting_it(backend, loaded):
     said = Turn("assistant", (TextPart(text),), stopped.output_item_id)
     _, next_done = run(backend, request([opening, said, user("more")], session_id="ended"))
     assert next_done.usage.cached_tokens == done.usage.input_tokens + k + 1
+
+
+def test_a_cancel_landing_on_end_of_turn_replays_the_answer_closed_once(backend, loaded):
+    req = request([user("hello")], max_tokens=12)
+    run(backend, req)
+    free_run = answer_ids(backend, req)
+    k = next(i for i in range(3, len(free_run)) if free_run[i - 1] not in free_run[: i - 1])
+    opening = user("hello", item_id="u1")
+
+    def end_of_turn_just_fed() -> bool:
+        # The step that fed <turn|> has run; the answer has not yet seen it.
+        return state.cached_keys(backend, "cut-at-end")[-1:] == (END_OF_TURN_ID,)
+
+    with scripted_head(loaded, forcing({free_run[k - 1]: END_OF_TURN_ID})):
+        cut = request([opening], session_id="cut-at-end", max_tokens=12)
+        deltas, done = run(backend, cut, end_of_turn_just_fed)
+    assert done.stop_reason == "cancelled"
+    assert answer_ids(backend, cut) == free_run[:k]
+    said = Turn("assistant", (TextPart("".join(d.text for d in deltas)),), cut.output_item_id)
+    follow_up = request([opening, said, user("more")], session_id="cut-at-end")
+    prompt_ids = state.render_prompt(backend, follow_up).ids
+    n_prompt = done.usage.input_tokens
+    # The answer, then the turn closed once, and the cache holds all of it.
+    assert prompt_ids[n_prompt : n_prompt + k + 2] == (*free_run[:k], END_OF_TURN_ID, NEWLINE_ID)
+    _, next_done = run(backend, follow_up)
+    assert next_done.usage.cached_tokens == n_prompt + k + 1
 
 
 def test_thinking_channel_never_reaches_deltas(backend, loaded):

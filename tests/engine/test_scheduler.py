@@ -35,15 +35,18 @@ QUESTIONS = {
 
 
 class CountingBackend(MlxBackend):
-    """Records how many answers each engine step decoded together."""
+    """Records how many answers each engine step decoded together, and what their own caches held."""
 
     def __init__(self, loaded) -> None:
         super().__init__(loaded)
         self.batch_sizes: list[int] = []
+        # KV layers the batched rows' own caches still hold after each step: the batch has their KV.
+        self.own_layers_while_batched: list[int] = []
 
     def finish_step(self) -> None:
         super().finish_step()
         self.batch_sizes.append(self._scheduler.n_batched)
+        self.own_layers_while_batched.append(sum(len(row.layers) for row in self._scheduler._rows))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +109,8 @@ def test_greedy_answers_decoded_together_equal_each_answer_alone(loaded, batched
     backend.batch_sizes.clear()
     outputs = run_together(worker, [request(name, text) for name, text in QUESTIONS.items()])
     assert max(backend.batch_sizes) == len(QUESTIONS)
+    # Each session's KV is held once while it is batched.
+    assert max(backend.own_layers_while_batched) == 0
     for name in QUESTIONS:
         tokens, done = expected[name]
         assert state.reply(backend, name, f"{name}-a1").token_ids == tuple(tokens)

@@ -8,7 +8,7 @@ import pytest
 
 from realtime.engine.demo_model import build_demo_model
 from realtime.engine.gemma4.loading import load_model
-from realtime.engine.gemma4.tokens import TOOL_CALL_START_ID, TOOL_START_ID
+from realtime.engine.gemma4.tokens import TOOL_CALL_END_ID, TOOL_CALL_START_ID, TOOL_START_ID
 from realtime.engine.gemma4.tools import call_pieces
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import (
@@ -160,6 +160,21 @@ def test_a_response_cancelled_mid_call_makes_no_call_and_replays_none(backend):
     assert done.stop_reason == "cancelled" and done.usage.output_tokens > 0
     assert not calls_of(outputs) and not [o for o in outputs if isinstance(o, TextDelta)]
     # The unfinished call's tokens are not replayed as part of the answer.
+    stored = reply(backend, req.session_id, req.output_item_id)
+    assert TOOL_CALL_START_ID not in stored.token_ids and stored.call_ids == ()
+
+
+def test_a_response_cancelled_as_its_call_completes_makes_no_call_and_replays_none(backend):
+    req = request([user("Weather?")], session_id="cut-at-call-end", max_tokens=120, tools=TOOLS,
+                  tool_choice=NamedTool("get_weather"))
+
+    def call_end_just_fed() -> bool:
+        # The step that fed <tool_call|> has run; the answer has not yet read it, so the call is unseen.
+        return cached_keys(backend, "cut-at-call-end")[-1:] == (TOOL_CALL_END_ID,)
+
+    outputs = [o for o in backend.generate(req, call_end_just_fed) if o is not None]
+    assert outputs[-1].stop_reason == "cancelled"
+    assert not calls_of(outputs)
     stored = reply(backend, req.session_id, req.output_item_id)
     assert TOOL_CALL_START_ID not in stored.token_ids and stored.call_ids == ()
 

@@ -66,6 +66,8 @@ class Answer:
         self._detokenizer = StreamingDetokenizer(tokenizer)
         self._calls = CallStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         self._open_call_at = 0
+        # A call whose last token came as the answer was cancelled: never shown, so never made.
+        self._call_unmade = False
 
     def add(self, token_id: int) -> str | ParsedCall:
         self.token_ids.append(token_id)
@@ -93,7 +95,16 @@ class Answer:
         self.text += tail
         return tail
 
+    def keep_unshown(self, token_id: int) -> None:
+        """A token the cache holds that no output showed (the answer was cancelled as it came): its id is
+        replayed, its text was never said, and a call it completes was never made."""
+        said = self.text
+        if isinstance(self.add(token_id), ParsedCall):
+            self._call_unmade = True
+        self.text = said
+
     def reply(self) -> Reply:
         # A call cut off (cancelled, out of tokens) was never made: it is not replayed either.
-        token_ids = self.token_ids[: self._open_call_at] if self._calls.inside_call else self.token_ids
+        cut = self._calls.inside_call or self._call_unmade
+        token_ids = self.token_ids[: self._open_call_at] if cut else self.token_ids
         return Reply(tuple(token_ids), self.text, tuple(self.call_ids))
