@@ -128,6 +128,9 @@ class EngineWorker:
     _load_error: BaseException | None = None
     _thread: threading.Thread | None = None
     _died: bool = False
+    # Held while a request is checked and queued, and while a dying thread drains the queue: a request
+    # queued as the thread dies is either answered by the drain or refused at once, never left waiting.
+    _queueing: threading.Lock = field(default_factory=threading.Lock)
     loaded: bool = False
     # Written on the engine thread after each step, read by health() from any thread.
     _queue_depth: int = 0
@@ -143,12 +146,12 @@ class EngineWorker:
             raise RuntimeError(f"the engine failed to load: {self._load_error}") from self._load_error
 
     def send(self, command: EngineCommand, sink: OutputSink) -> None:
-        if not self.alive and isinstance(command, StartGeneration | StartTranscription):
-            # Fail fast: nothing would ever answer a request queued to a dead thread.
-            request_id = _request_id(command)
-            sink(GenerationDone(request_id, "error", Usage(), "the engine is not running"))
-            return
-        self._commands.put(self._to_job(command, sink))
+        with self._queueing:
+            if self.alive or not isinstance(command, StartGeneration | StartTranscription):
+                self._commands.put(self._to_job(command, sink))
+                return
+        # Fail fast: nothing would ever answer a request queued to a dead thread.
+        sink(GenerationDone(_request_id(command), "error", Usage(), "the engine is not running"))
 
     def health(self) -> EngineHealth:
         detail = None if self.alive else "the engine thread is not running"
@@ -221,7 +224,6 @@ class EngineWorker:
                 # Every session with work takes one unit per step; the decoding ones share one forward.
                 self._batch_size = len(self._queues)
         except BaseException:  # noqa: BLE001 - logged here; the thread ends and health() reports it
-            self._died = True
             log.critical("the engine thread died; every request from now on fails", exc_info=True)
             self._fail_outstanding("the engine thread died")
 
@@ -229,13 +231,15 @@ class EngineWorker:
         # Nothing will step these any more: each waiting response gets its one GenerationDone now.
         waiting = [job for jobs in self._queues.values() for job in jobs]
         self._queues.clear()
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(command, _Job):
-                waiting.append(command)
+        with self._queueing:
+            self._died = True
+            while True:
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(command, _Job):
+                    waiting.append(command)
         for job in waiting:
             if job.sink is not None:
                 self._fail(job, message)

@@ -244,3 +244,30 @@ def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
     worker.send(StartGeneration(request("c", "late", "hello")), log)
     assert log.done("late").error_message == "the engine is not running"
     worker.stop()
+
+
+def test_a_request_sent_as_the_thread_dies_is_answered_once():
+    backend = DyingBackend()
+    worker = EngineWorker(backend)
+    worker.start(timeout_s=TIMEOUT_S)
+    log = Log()
+    worker.send(StartGeneration(request("a", "first", "die")), log)
+    make_job = worker._to_job
+    checked = threading.Event()
+
+    def slow_to_queue(command, sink):
+        # The sender has found the engine alive and is about to queue: the engine dies right now.
+        checked.set()
+        backend.gate.set()
+        job = make_job(command, sink)
+        threading.Event().wait(0.3)
+        return job
+
+    worker._to_job = slow_to_queue
+    sender = threading.Thread(target=worker.send, args=(StartGeneration(request("b", "racing", "hi")), log))
+    sender.start()
+    assert checked.wait(TIMEOUT_S)
+    sender.join(TIMEOUT_S)
+    log.wait_done(2)
+    assert log.done("racing").error_message == "the engine thread died"
+    worker.stop()
