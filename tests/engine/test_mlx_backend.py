@@ -209,12 +209,17 @@ def test_multimodal_ids_are_never_emitted_even_when_they_win(backend, loaded):
     assert not set(answer_ids(backend, req)) & set(MULTIMODAL_IDS)
 
 
-def test_answer_ends_at_end_of_turn_without_emitting_it(backend, loaded):
+def free_run_and_end(backend) -> tuple[list[int], int]:
+    """A free-running answer to "hello", and a k at which <turn|> can be forced to follow its k-th token
+    (that token's first appearance, so the answer before it is unchanged)."""
     req = request([user("hello")], max_tokens=12)
     run(backend, req)
     free_run = answer_ids(backend, req)
-    # <turn|> wins right after the k-th token of the free-running answer.
-    k = next(i for i in range(3, len(free_run)) if free_run[i - 1] not in free_run[: i - 1])
+    return free_run, next(i for i in range(3, len(free_run)) if free_run[i - 1] not in free_run[: i - 1])
+
+
+def test_answer_ends_at_end_of_turn_without_emitting_it(backend, loaded):
+    free_run, k = free_run_and_end(backend)
     opening = user("hello", item_id="u1")
     with scripted_head(loaded, forcing({free_run[k - 1]: END_OF_TURN_ID})):
         stopped = request([opening], session_id="ended", max_tokens=12)
@@ -232,10 +237,7 @@ def test_answer_ends_at_end_of_turn_without_emitting_it(backend, loaded):
 
 
 def test_a_cancel_landing_on_end_of_turn_replays_the_answer_closed_once(backend, loaded):
-    req = request([user("hello")], max_tokens=12)
-    run(backend, req)
-    free_run = answer_ids(backend, req)
-    k = next(i for i in range(3, len(free_run)) if free_run[i - 1] not in free_run[: i - 1])
+    free_run, k = free_run_and_end(backend)
     opening = user("hello", item_id="u1")
 
     def end_of_turn_just_fed() -> bool:

@@ -228,12 +228,18 @@ class DyingBackend(GatedBackend):
         yield from super().generate(request, should_stop)
 
 
-def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
+def dying_worker() -> tuple[DyingBackend, EngineWorker, Log]:
+    """A started worker whose first request, "first", takes the thread down once the gate opens."""
     backend = DyingBackend()
     worker = EngineWorker(backend)
     worker.start(timeout_s=TIMEOUT_S)
     log = Log()
     worker.send(StartGeneration(request("a", "first", "die")), log)
+    return backend, worker, log
+
+
+def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
+    backend, worker, log = dying_worker()
     worker.send(StartGeneration(request("b", "queued", "never run")), log)
     worker.send(StartGeneration(request("a", "behind", "never run either")), log)
     backend.gate.set()
@@ -247,11 +253,7 @@ def test_when_the_thread_dies_every_waiting_request_still_gets_its_done():
 
 
 def test_a_request_sent_as_the_thread_dies_is_answered_once():
-    backend = DyingBackend()
-    worker = EngineWorker(backend)
-    worker.start(timeout_s=TIMEOUT_S)
-    log = Log()
-    worker.send(StartGeneration(request("a", "first", "die")), log)
+    backend, worker, log = dying_worker()
     make_job = worker._to_job
     checked = threading.Event()
 
