@@ -98,9 +98,10 @@ class Answer:
     def keep_unshown(self, token_id: int) -> None:
         """A token the cache holds that no output showed (the answer was cancelled as it came): its id is
         replayed, its text was never said, and a call it completes was never made."""
-        said = self.text
-        if isinstance(self.add(token_id), ParsedCall):
-            self._call_unmade = True
+        said, was_inside = self.text, self._calls.inside_call
+        self.add(token_id)
+        # The call it closed, parsed or not, never went out: it is cut from the replay like an open one.
+        self._call_unmade = was_inside and not self._calls.inside_call
         self.text = said
 
     def reply(self) -> Reply:
