@@ -66,8 +66,10 @@ def test_https_and_wss_from_the_same_port(certificate, tmp_path):
 
         host = url.removeprefix("https://")
         client = OpenAI(base_url=f"{url}/v1", websocket_base_url=f"wss://{host}/v1", api_key="unused")
+        # The same 30 s as the requests above, not the library's 10 s: twice, with both cores of a CI box
+        # busy, this first upgrade had no answer within 10 s (cause not found; 180 tries alone never did).
         with client.realtime.connect(
-            model="gemma-4", websocket_connection_options={"ssl": trust}
+            model="gemma-4", websocket_connection_options={"ssl": trust, "open_timeout": 30}
         ) as connection:
             created = connection.recv()
             assert created.type == "session.created"
