@@ -9,7 +9,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,11 +110,15 @@ def _best(measure: Callable[[], float]) -> float:
     return min(measure() for _ in range(REPEATS))
 
 
+def _ratios(rates: Sequence[float], baselines: Sequence[float]) -> list[float]:
+    return [rate / baseline for rate, baseline in zip(rates, baselines, strict=True)]
+
+
 def _paired(ours: Callable[[], float], mlx_vlm: Callable[[], float]) -> dict:
     """Two rates measured in turns, PAIRS times: the medians, and the median of the pairs' ratios."""
     pairs = [(ours(), mlx_vlm()) for _ in range(PAIRS)]
-    ratios = [ours_rate / vlm_rate for ours_rate, vlm_rate in pairs]
     ours_rates, vlm_rates = zip(*pairs, strict=True)
+    ratios = _ratios(ours_rates, vlm_rates)
     return {
         "ours_tokens_per_s": statistics.median(ours_rates),
         "mlx_vlm_tokens_per_s": statistics.median(vlm_rates),
@@ -157,6 +161,10 @@ class _SessionsRun:
         end = min(times[-1] for times in self.token_times)
         inside = sum(start < t <= end for times in self.token_times for t in times)
         return inside / (end - start)
+
+    def with_prompts_rate(self) -> float:
+        """Tokens per second over the whole run, the prompts' prefill and the batch's forming included."""
+        return self.n_tokens / self.wall_s
 
 
 def _run_sessions(backend: MlxBackend, requests: list[GenerationRequest]) -> _SessionsRun:
@@ -264,11 +272,13 @@ def measure_sessions(backend: MlxBackend) -> list[dict]:
             requests = [_request([_user(prompt)], max_tokens=CONCURRENT_TOKENS) for prompt in prompts]
             runs.append(_run_sessions(backend, requests))
     alone = runs_by_count[SESSION_COUNTS[0]]
+    alone_steady = [run.steady_rate() for run in alone]
+    alone_with_prompts = [run.with_prompts_rate() for run in alone]
     rows = []
     for n_sessions, runs in runs_by_count.items():
         steady = [run.steady_rate() for run in runs]
-        with_prompts = [run.n_tokens / run.wall_s for run in runs]
-        per_round = [rate / one.steady_rate() for rate, one in zip(steady, alone, strict=True)]
+        with_prompts = [run.with_prompts_rate() for run in runs]
+        per_round = _ratios(steady, alone_steady)
         rows.append(
             {
                 "sessions": n_sessions,
@@ -278,9 +288,7 @@ def measure_sessions(backend: MlxBackend) -> list[dict]:
                 "aggregate_over_one_session": statistics.median(per_round),
                 "over_one_session_per_round": per_round,
                 "with_prompts_tokens_per_s": statistics.median(with_prompts),
-                "with_prompts_over_one_session": statistics.median(
-                    rate / (one.n_tokens / one.wall_s) for rate, one in zip(with_prompts, alone, strict=True)
-                ),
+                "with_prompts_over_one_session": statistics.median(_ratios(with_prompts, alone_with_prompts)),
             }
         )
     return rows
