@@ -11,9 +11,9 @@ import mlx.core as mx
 from .conversation_cache import ConversationCache
 from .decoding import TokenRules
 from .port import StopReason, TextDelta, ToolCall
-from .prompt import Key
+from .prefill import Piece, TokenPiece
 from .sampling import Constraint, Sampler
-from .scheduler import StepScheduler
+from .scheduler import DecodeTicket, PromptEndTicket, StepScheduler
 
 # A unit of work without new text (a prefill chunk, an encoded clip, a hidden token) still yields None, so
 # the worker can step the next session.
@@ -36,11 +36,27 @@ class AnswerTokens(Protocol):
 
 @dataclass(frozen=True)
 class PromptEnd:
-    """The prompt's last token, fed in a step's decode forward with the answers decoding then: the logits
-    after it give the first answer token, so a starting answer costs no forward of its own."""
+    """The rest of the prompt, fed in the step that samples the first answer token from the logits after it.
 
-    token: mx.array
-    key: Key
+    One token goes into the step's decode forward with the answers decoding then, so a starting answer
+    costs no forward of its own. A longer rest (a new turn of a cached conversation) runs in one forward
+    of its own, rather than a prefill forward and then the last token's.
+    """
+
+    pieces: tuple[Piece, ...]
+
+    @property
+    def one_token(self) -> TokenPiece | None:
+        piece, *more = self.pieces
+        return piece if not more and len(piece) == 1 and isinstance(piece, TokenPiece) else None
+
+    def queue(
+        self, scheduler: StepScheduler, cache: ConversationCache, sampler: Sampler
+    ) -> DecodeTicket | PromptEndTicket:
+        token = self.one_token
+        if token is None:
+            return scheduler.end_prompt(cache, list(self.pieces), sampler)
+        return scheduler.decode(cache, mx.array(token.ids), sampler)
 
 
 @dataclass(frozen=True)
@@ -70,10 +86,12 @@ def decode_answer(
     try:
         token = first
         if isinstance(first, PromptEnd):
-            ticket = scheduler.decode(cache, first.token, sampler)
+            ticket = first.queue(scheduler, cache, sampler)
             yield None
             token = ticket.result()
-            cache.keys.append(first.key)
+            if first.one_token is not None:
+                # A decode step does not record what it fed; the prefill of a longer rest did.
+                cache.keys.extend(first.one_token.keys)
             if should_stop():
                 return "cancelled"
         return (yield from _decode_from(row, token))

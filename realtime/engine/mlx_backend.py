@@ -125,6 +125,7 @@ class MlxBackend:
             self._prefiller.logits,
             row_streams(mx.default_device()),
             self._prefiller.prefill,
+            self._prefiller.to_logits,
             self._prefill_chunk_tokens,
             self._prefill_alone_tokens,
         )
@@ -307,11 +308,17 @@ class MlxBackend:
         kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
         if self._unified and "image" in kinds and "audio" not in kinds:
             return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
-        head, _ = take_tokens(pieces, sum(len(p) for p in pieces) - 1)
+        n_rest = sum(len(p) for p in pieces)
+        # A new turn of a cached conversation (a streamed turn's tail, say) runs in one forward with its
+        # logits: a forward less before the first word. A prompt that starts the cache is prefilled as
+        # mlx-vlm's generate_step does, so its answer matches mlx-vlm's on any device.
+        if len(cache) and n_rest <= self._scheduler.max_prompt_end_tokens:
+            return PromptEnd(tuple(pieces))
+        head, tail = take_tokens(pieces, n_rest - 1)
         if not (yield from self._prefill_chunks(cache, head, should_stop)) or should_stop():
             return None
-        # The chat format ends every prompt with the generation prompt's text tokens.
-        return PromptEnd(mx.array(prompt.ids[-1:]), prompt.keys[-1])
+        # The chat format ends every prompt with the generation prompt's text tokens: the tail is one.
+        return PromptEnd(tuple(tail))
 
     def _uncached_pieces(
         self, session_id: str, prompt: Prompt, position: int, should_stop: Callable[[], bool]

@@ -74,6 +74,20 @@ class PrefillTicket(_Ticket[int]):
         self.n_tokens = sum(len(p) for p in pieces)
 
 
+class PromptEndTicket(_Ticket[mx.array]):
+    """A continued prompt's whole rest, run in one forward of the coming step: the result is the first
+    answer token sampled from its logits, not yet computed."""
+
+    def __init__(
+        self, scheduler: StepScheduler, cache: ConversationCache, pieces: list[Piece], sample: Sample
+    ):
+        super().__init__(scheduler)
+        self.cache = cache
+        self.pieces = pieces
+        self.sample = sample
+        self.n_tokens = sum(len(p) for p in pieces)
+
+
 class CallTicket(_Ticket[Result], Generic[Arg, Result]):
     """One argument of a call that takes a list of them (an encoder pass over several sessions' audio)."""
 
@@ -94,6 +108,7 @@ class StepScheduler:
         output_head: Callable[[mx.array], mx.array],
         row_streams: Sequence[mx.Stream],
         prefill_together: Callable[[Sequence[ConversationCache], Sequence[list[Piece]]], None],
+        prefill_to_logits: Callable[[ConversationCache, list[Piece]], mx.array],
         prefill_tokens_per_step: int,
         prefill_alone_tokens: int,
     ) -> None:
@@ -102,11 +117,13 @@ class StepScheduler:
         self._output_head = output_head
         self._row_streams = row_streams
         self._prefill_together = prefill_together
+        self._prefill_to_logits = prefill_to_logits
         self._prefill_tokens_per_step = prefill_tokens_per_step
         # A step with one prefill and nothing decoding delays no one: its chunk may be longer.
         self._prefill_alone_tokens = prefill_alone_tokens
         self._pending: list[DecodeTicket] = []
         self._prefills: list[PrefillTicket] = []
+        self._prompt_ends: list[PromptEndTicket] = []
         self._calls: list[CallTicket] = []
         self._rows: list[ConversationCache] = []
         self._batch: Batch | None = None
@@ -115,6 +132,11 @@ class StepScheduler:
     @property
     def max_chunk_tokens(self) -> int:
         return max(self._prefill_alone_tokens, self._prefill_tokens_per_step)
+
+    @property
+    def max_prompt_end_tokens(self) -> int:
+        """The longest rest `end_prompt` takes: one step's prefill budget, so a step stays bounded."""
+        return self._prefill_tokens_per_step
 
     def end_of_unit(self) -> Generator[None, None, None]:
         """Yields to the worker, whose step ends with run(); a direct caller's next() ends it here."""
@@ -137,6 +159,11 @@ class StepScheduler:
         self._prefills.append(ticket)
         return ticket
 
+    def end_prompt(self, cache: ConversationCache, pieces: list[Piece], sample: Sample) -> PromptEndTicket:
+        ticket = PromptEndTicket(self, cache, pieces, sample)
+        self._prompt_ends.append(ticket)
+        return ticket
+
     def together(self, call: Callable[[list[Arg]], list[Result]], arg: Arg) -> CallTicket[Arg, Result]:
         """Queues arg for the step's one call of `call` over every argument queued for it; the ticket's
         result is the call's result for this one. These calls run first in the step."""
@@ -151,6 +178,7 @@ class StepScheduler:
     def release(self, cache: ConversationCache) -> None:
         """The conversation stops decoding: its cache holds its own layers again when this returns."""
         self._pending = [t for t in self._pending if t.cache is not cache]
+        self._prompt_ends = [t for t in self._prompt_ends if t.cache is not cache]
         if any(row is cache for row in self._rows):
             self._unbatch()
 
@@ -159,8 +187,14 @@ class StepScheduler:
         calls, self._calls = self._calls, []
         self._run_calls(calls)
         prefills, self._prefills = self._prefills, []
+        prompt_ends, self._prompt_ends = self._prompt_ends, []
         tickets, self._pending = self._in_row_order(self._pending), []
-        self._run_prefills(prefills, alone=not tickets and len(prefills) == 1)
+        alone = not tickets and not prompt_ends and len(prefills) == 1
+        budget = self._prefill_alone_tokens if alone else self._prefill_tokens_per_step
+        # A prompt's end runs whole: the answer it starts is what someone waits for now.
+        self._run_prefills(prefills, max(0, budget - sum(t.n_tokens for t in prompt_ends)))
+        for ticket in prompt_ends:
+            self._run_prompt_end(ticket)
         if tickets:
             self._run_decode(tickets)
 
@@ -178,8 +212,7 @@ class StepScheduler:
             for ticket, result in zip(group, results, strict=True):
                 ticket._settle(result)
 
-    def _run_prefills(self, tickets: list[PrefillTicket], alone: bool) -> None:
-        budget = self._prefill_alone_tokens if alone else self._prefill_tokens_per_step
+    def _run_prefills(self, tickets: list[PrefillTicket], budget: int) -> None:
         shares = fair_shares([t.n_tokens for t in tickets], budget)
         for ticket, share in zip(tickets, shares, strict=True):
             if not share:
@@ -196,6 +229,16 @@ class StepScheduler:
                 continue
             for ticket in rows:
                 ticket._settle(n_tokens)
+
+    def _run_prompt_end(self, ticket: PromptEndTicket) -> None:
+        try:
+            token = ticket.sample(self._prefill_to_logits(ticket.cache, ticket.pieces))
+            # One wait for the prefill and the first token, when the token is read.
+            mx.async_eval(token, [layer.state for layer in ticket.cache.layers])
+        except Exception as exc:  # noqa: BLE001 - handed to the row's request, which fails on its own
+            ticket._settle(None, exc)
+            return
+        ticket._settle(token)
 
     def _run_decode(self, tickets: list[DecodeTicket]) -> None:
         try:

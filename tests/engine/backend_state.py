@@ -5,6 +5,9 @@ One place knows the backend's private layout, so the production class carries no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from realtime.engine.conversation_cache import CacheSnapshot, ConversationCache
 from realtime.engine.mlx_backend import MlxBackend
 from realtime.engine.port import GenerationRequest
@@ -36,3 +39,28 @@ def render_prompt(backend: MlxBackend, request: GenerationRequest) -> Prompt:
     """The ids and keys generate() would prefill for this request, media spans included."""
     replies = backend._session(request.session_id).replies
     return backend._renderer.render(request.instructions, request.turns, replies, request.declared_tools)
+
+
+@contextmanager
+def forwards(backend: MlxBackend) -> Iterator[list[str]]:
+    """The language-model forwards a lone session's steps run, in order: "prefill" (a chunk), "prompt end"
+    (a prompt's rest with its logits) and "decode" (one token)."""
+    scheduler = backend._scheduler
+    names = {"_prefill_together": "prefill", "_prefill_to_logits": "prompt end", "_step_alone": "decode"}
+    originals = {attribute: getattr(scheduler, attribute) for attribute in names}
+    kinds: list[str] = []
+
+    def recorded(attribute):
+        def forward(*args):
+            kinds.append(names[attribute])
+            return originals[attribute](*args)
+
+        return forward
+
+    for attribute in names:
+        setattr(scheduler, attribute, recorded(attribute))
+    try:
+        yield kinds
+    finally:
+        for attribute, original in originals.items():
+            setattr(scheduler, attribute, original)

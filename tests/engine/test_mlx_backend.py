@@ -318,6 +318,24 @@ def test_turn_two_prefills_only_new_tokens_and_matches_a_cold_prefill(backend):
     assert warm_answer == cold_answer
 
 
+def test_a_cached_conversations_new_turn_starts_its_answer_in_one_forward(backend):
+    first = request([user("hello", item_id="u1")], session_id="one-forward")
+    run(backend, first)
+    said = state.reply(backend, "one-forward", first.output_item_id).text
+    history = [user("hello", item_id="u1"), Turn("assistant", (TextPart(said),), first.output_item_id)]
+    second = request([*history, user("tell me more", item_id="u2")], session_id="one-forward")
+    with state.forwards(backend) as kinds:
+        _, done = run(backend, second)
+    # The new turn and the logits after it come from one forward; then one decode step per answer token
+    # but the last (sampled, never fed).
+    assert kinds == ["prompt end"] + ["decode"] * (done.usage.output_tokens - 1)
+    # A prompt that starts the cache is prefilled as mlx-vlm does: all but its last token, then that one.
+    with state.forwards(backend) as kinds:
+        _, cold = run(backend, request(second.turns))
+    n_fed = cold.usage.output_tokens
+    assert set(kinds[:-n_fed]) == {"prefill"} and kinds[-n_fed:] == ["decode"] * n_fed
+
+
 def test_cancel_stops_within_one_step(backend):
     cancelled = False
     req = request([user("hello")], max_tokens=200)

@@ -33,6 +33,7 @@ def test_a_chunk_whose_request_is_closed_before_its_step_is_not_prefilled():
         output_head=None,
         row_streams=[],
         prefill_together=lambda caches, chunks: prefilled.append(list(caches)),
+        prefill_to_logits=None,
         prefill_tokens_per_step=8,
         prefill_alone_tokens=8,
     )

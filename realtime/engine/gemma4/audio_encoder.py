@@ -191,7 +191,9 @@ def _encode_windows(windows: Sequence[_Window]) -> list[mx.array]:
     for i, window in enumerate(windows):
         window.encoder._keep_block_inputs(block_inputs[:, i, : window.n_frames], window)
     per_window = mx.split(rows, np.cumsum([w.frames.shape[1] for w in windows])[:-1].tolist())
-    mx.eval(per_window, [w.encoder._block_inputs for w in windows])
+    # Started, not waited for: the prefill of these rows is built while the device encodes, and waits for
+    # them itself (at a turn's end, the forward that gives the first answer token).
+    mx.async_eval(per_window, [w.encoder._block_inputs for w in windows])
     return per_window
 
 

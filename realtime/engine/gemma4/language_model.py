@@ -30,6 +30,16 @@ class Prefiller:
         image_blocks passes token types, with which mlx-vlm 0.7.10 makes gemma4_unified image blocks
         bidirectional, but only in a forward that starts at an empty cache (its overlay needs a square mask).
         """
+        logits = self.to_logits(cache, pieces, image_blocks)
+        # Only the cache is evaluated: a caller that drops the logits (every chunk but the prompt's last)
+        # then never computes the KV-shared top layers or the output head for it, as in mlx-vlm.
+        mx.eval([layer.state for layer in cache.layers])
+        return logits
+
+    def to_logits(
+        self, cache: ConversationCache, pieces: Sequence[Piece], image_blocks: bool = False
+    ) -> mx.array:
+        """As `forward`, with nothing evaluated: the caller waits once, for the logits and the cache."""
         kwargs = self._extra_inputs([pieces])
         if image_blocks:
             types = [_token_type(p) for p in pieces for _ in range(len(p))]
@@ -37,9 +47,6 @@ class Prefiller:
         output = self._language_model(
             None, inputs_embeds=self._embeddings([pieces]), cache=cache.layers, logits_to_keep=1, **kwargs
         )
-        # Only the cache is evaluated: a caller that drops the logits (every chunk but the prompt's last)
-        # then never computes the KV-shared top layers or the output head for it, as in mlx-vlm.
-        mx.eval([layer.state for layer in cache.layers])
         cache.keys.extend(k for p in pieces for k in p.keys)
         return output.logits[:, -1, :]
 
