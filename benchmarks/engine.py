@@ -42,7 +42,7 @@ RESULTS_DIR = Path(__file__).parent / "results"
 REPEATS = 3
 # Ours and mlx-vlm alternate this many times; the ratio judged is the median pair's, so a drift of the
 # machine's speed (clocks, a neighbour; ±10% from minute to minute on a 2-core box) reaches both alike.
-PAIRS = 5
+PAIRS = 9
 PREFILL_WORDS = 600  # "hello world" pairs: about 1,200 prompt tokens
 DECODE_TOKENS = 128
 AUDIO_SECONDS = (1, 5, 20)

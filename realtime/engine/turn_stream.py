@@ -99,8 +99,7 @@ class TurnStream:
     def finish(self, part: AudioPart) -> None:
         """Encodes the clip's remaining rows (the samples not yet heard, then the encoder's tail); `rows()`
         then holds the whole clip's."""
-        rest = self._encoder.push(np.asarray(part.samples[self._n_heard :], np.float32))
-        self.heard_rows(mx.concatenate([rest, self._encoder.finish()]))
+        self.heard_rows(self._encoder.finish(np.asarray(part.samples[self._n_heard :], np.float32)))
 
     def rows(self) -> mx.array:
         """Every row streamed so far: once finished, the clip's whole encoding."""

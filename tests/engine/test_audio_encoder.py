@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from realtime.engine.demo_model import build_demo_model
+from realtime.engine.gemma4 import audio_encoder
 from realtime.engine.gemma4.audio_encoder import IncrementalAudioEncoder, expected_n_tokens
 from realtime.engine.gemma4.loading import load_model
 from realtime.engine.port import ENGINE_SAMPLE_RATE_HZ
@@ -102,6 +103,23 @@ def test_streamed_rows_equal_one_shot(loaded, speech, one_shot, n_samples, push_
     assert max_abs_diff(rows[:n_frames], reference_f32[:n_frames]) <= MAX_ABS_DIFF
     # The work happens during speech: what is left for finish() is one encoding step and the look-ahead.
     assert sizes[-1] <= STEP_FRAMES + 1
+
+
+def test_the_last_samples_and_the_tail_take_one_pass(loaded, speech, one_shot, monkeypatch):
+    # Whole frames: the last one is final only at the clip's end, so the tail is a pass of its own.
+    n_samples = 160_000
+    reference, _ = one_shot(n_samples)
+    clip = speech[:n_samples]
+    encoder = IncrementalAudioEncoder(loaded.model, loaded.processor)
+    # Pushed, the last 0.4 s would make a step due on their own, and the tail would need a second pass.
+    head = clip[: n_samples - 6_400]
+    pieces = [encoder.push(head[i : i + 640]) for i in range(0, len(head), 640)]
+    passes = []
+    encode = audio_encoder._encode_windows
+    monkeypatch.setattr(audio_encoder, "_encode_windows", lambda windows: passes.append(1) or encode(windows))
+    pieces.append(encoder.finish(clip[len(head) :]))
+    assert len(passes) == 1
+    assert max_abs_diff(mx.concatenate(pieces).astype(reference.dtype), reference) <= MAX_ABS_DIFF
 
 
 def test_pushed_rows_do_not_depend_on_later_audio(loaded, speech):

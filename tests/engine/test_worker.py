@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -22,7 +23,7 @@ from realtime.engine.port import (
     TextPart,
     Turn,
 )
-from realtime.engine.worker import EngineWorker
+from realtime.engine.worker import GIL_SWITCH_INTERVAL_S, EngineWorker
 
 TIMEOUT_S = 10
 
@@ -90,6 +91,21 @@ class GatedBackend(FakeBackend):
         if not self.gate.wait(TIMEOUT_S):
             raise TimeoutError("gate never opened")
         yield from super().generate(request, should_stop)
+
+
+def test_the_engine_thread_lets_the_event_loop_take_the_gil_within_half_a_millisecond(worker_of):
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)  # Python's default
+        worker_of(FakeBackend(reply=echo))
+        assert sys.getswitchinterval() == GIL_SWITCH_INTERVAL_S == 0.0005
+        # A process that asked for a shorter interval keeps it.
+        sys.setswitchinterval(0.0001)
+        shorter = sys.getswitchinterval()
+        worker_of(FakeBackend(reply=echo))
+        assert sys.getswitchinterval() == shorter
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_a_session_s_requests_run_in_order_and_each_ends_once(worker_of):
