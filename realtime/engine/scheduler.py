@@ -4,9 +4,10 @@ Requests stay in their own generators (prompt, prefix reuse, detokenizer, stop r
 hand the scheduler tickets (an argument for a batched call such as the audio encoder's, a chunk to
 prefill, a token to feed) and read the results after it. The worker calls `run()` once per step, after
 every session has had its turn: the batched calls run once each, the step's prefill chunks share one
-token budget and go through the model in as few forwards as their lengths allow, then every decoding
-row's token goes through one B×1 forward, then the output head and each row's sampling (spread over
-the CPU's cores when there is no GPU: `row_streams.py`).
+token budget and go through the model in as few forwards as their lengths allow, each prompt end (a
+cached conversation's new turn, run whole) gets one forward that gives its first answer token, then
+every decoding row's token goes through one B×1 forward, then the output head and each row's sampling
+(spread over the CPU's cores when there is no GPU: `row_streams.py`).
 """
 
 from __future__ import annotations
