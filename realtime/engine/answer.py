@@ -87,7 +87,9 @@ def decode_answer(
         token = first
         if isinstance(first, PromptEnd):
             ticket = first.queue(scheduler, cache, sampler)
-            yield None
+            # A prompt end that did not fit this step's budget runs in a later one.
+            while not ticket.done:
+                yield from scheduler.end_of_unit()
             token = ticket.result()
             if first.one_token is not None:
                 # A decode step does not record what it fed; the prefill of a longer rest did.

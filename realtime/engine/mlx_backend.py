@@ -297,21 +297,22 @@ class MlxBackend:
         cache: ConversationCache,
         should_stop: Callable[[], bool],
     ) -> Generator[None, None, mx.array | PromptEnd | None]:
-        """Prefills all of the prompt but its last token, which starts the answer: the logits after the
-        whole prompt (a gemma4_unified prompt with images), or the token to decode from; None if stopped."""
+        """Feeds the prompt up to what starts the answer: the logits after the whole prompt (a
+        gemma4_unified prompt with images), or the rest still to feed in the step that samples the first
+        answer token (the last token, or a cached conversation's whole new turn); None if stopped."""
         pieces = yield from self._uncached_pieces(session_id, prompt, len(cache), should_stop)
-        if pieces is None:
+        if pieces is None or should_stop():
             return None
-        # As mlx-vlm's generate_step: all but the last token in chunks, then the last token on its own;
-        # a gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
+        # A gemma4_unified prompt with images and no audio runs unchunked with bidirectional image blocks,
         # and one that mixes in audio stays causal (mlx-vlm's choice for quantized unified models).
         kinds = {p.kind for p in pieces if isinstance(p, EmbeddingPiece)}
         if self._unified and "image" in kinds and "audio" not in kinds:
-            return None if should_stop() else self._prefiller.forward(cache, pieces, image_blocks=True)
+            return self._prefiller.forward(cache, pieces, image_blocks=True)
         n_rest = sum(len(p) for p in pieces)
         # A new turn of a cached conversation (a streamed turn's tail, say) runs in one forward with its
         # logits: a forward less before the first word. A prompt that starts the cache is prefilled as
-        # mlx-vlm's generate_step does, so its answer matches mlx-vlm's on any device.
+        # mlx-vlm's generate_step does, all but the last token in chunks and then the last one alone, so
+        # its answer matches mlx-vlm's on any device.
         if len(cache) and n_rest <= self._scheduler.max_prompt_end_tokens:
             return PromptEnd(tuple(pieces))
         head, tail = take_tokens(pieces, n_rest - 1)
@@ -413,16 +414,12 @@ class MlxBackend:
             parts.append(AudioPart(noise, key="warm-up-audio"))
         if self._media.has_vision:
             parts.append(ImagePart(Image.new("RGB", (96, 96), (128, 64, 32)), key="warm-up-image"))
-        request = GenerationRequest(
-            session_id="\0warm-up",
-            response_id="warm-up",
-            output_item_id="warm-up",
-            instructions="",
-            turns=(Turn("user", tuple(parts), "warm-up"),),
-            max_output_tokens=2,
-        )
-        for _ in self.generate(request, _never):
-            pass
+        first = Turn("user", tuple(parts), "warm-up")
+        # A second turn on the cached first one: a new turn's forward with its logits (a prompt end).
+        for turns in ((first,), (first, Turn("user", (TextPart("and then?"),), "warm-up-2"))):
+            request = GenerationRequest("\0warm-up", "warm-up", "warm-up", "", turns, max_output_tokens=2)
+            for _ in self.generate(request, _never):
+                pass
         self.drop_session(request.session_id)
 
     def finish_step(self) -> None:

@@ -44,6 +44,10 @@ class _Ticket(Generic[Result]):
         self._error: BaseException | None = None
         self._settled = False
 
+    @property
+    def done(self) -> bool:
+        return self._settled
+
     def result(self) -> Result:
         if not self._settled:
             self._scheduler.run()
@@ -136,7 +140,7 @@ class StepScheduler:
 
     @property
     def max_prompt_end_tokens(self) -> int:
-        """The longest rest `end_prompt` takes: one step's prefill budget, so a step stays bounded."""
+        """The longest rest `end_prompt` takes: one step's prefill budget."""
         return self._prefill_tokens_per_step
 
     def end_of_unit(self) -> Generator[None, None, None]:
@@ -188,16 +192,26 @@ class StepScheduler:
         calls, self._calls = self._calls, []
         self._run_calls(calls)
         prefills, self._prefills = self._prefills, []
-        prompt_ends, self._prompt_ends = self._prompt_ends, []
         tickets, self._pending = self._in_row_order(self._pending), []
-        alone = not tickets and not prompt_ends and len(prefills) == 1
+        alone = not tickets and not self._prompt_ends and len(prefills) == 1
         budget = self._prefill_alone_tokens if alone else self._prefill_tokens_per_step
-        # A prompt's end runs whole: the answer it starts is what someone waits for now.
+        prompt_ends = self._admit_prompt_ends(budget)
         self._run_prefills(prefills, max(0, budget - sum(t.n_tokens for t in prompt_ends)))
         for ticket in prompt_ends:
             self._run_prompt_end(ticket)
         if tickets:
             self._run_decode(tickets)
+
+    def _admit_prompt_ends(self, budget: int) -> list[PromptEndTicket]:
+        """The prompt ends this step runs, in the order they came, within its prefill budget (at least the
+        first); the others wait for the next step. Each runs whole, so they go before the chunks: the
+        answer a prompt end starts is what someone waits for now."""
+        admitted: list[PromptEndTicket] = []
+        while self._prompt_ends and (
+            not admitted or sum(t.n_tokens for t in admitted) + self._prompt_ends[0].n_tokens <= budget
+        ):
+            admitted.append(self._prompt_ends.pop(0))
+        return admitted
 
     def _run_calls(self, tickets: list[CallTicket]) -> None:
         by_call: dict[Callable, list[CallTicket]] = {}

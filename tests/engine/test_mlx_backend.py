@@ -318,12 +318,17 @@ def test_turn_two_prefills_only_new_tokens_and_matches_a_cold_prefill(backend):
     assert warm_answer == cold_answer
 
 
-def test_a_cached_conversations_new_turn_starts_its_answer_in_one_forward(backend):
-    first = request([user("hello", item_id="u1")], session_id="one-forward")
+def second_turn(backend, session_id: str) -> GenerationRequest:
+    """Answers a first turn in the session; returns the request for the next one."""
+    first = request([user("hello", item_id="u1")], session_id=session_id)
     run(backend, first)
-    said = state.reply(backend, "one-forward", first.output_item_id).text
+    said = state.reply(backend, session_id, first.output_item_id).text
     history = [user("hello", item_id="u1"), Turn("assistant", (TextPart(said),), first.output_item_id)]
-    second = request([*history, user("tell me more", item_id="u2")], session_id="one-forward")
+    return request([*history, user("tell me more", item_id="u2")], session_id=session_id)
+
+
+def test_a_cached_conversations_new_turn_starts_its_answer_in_one_forward(backend):
+    second = second_turn(backend, "one-forward")
     with state.forwards(backend) as kinds:
         _, done = run(backend, second)
     # The new turn and the logits after it come from one forward; then one decode step per answer token
@@ -334,6 +339,15 @@ def test_a_cached_conversations_new_turn_starts_its_answer_in_one_forward(backen
         _, cold = run(backend, request(second.turns))
     n_fed = cold.usage.output_tokens
     assert set(kinds[:-n_fed]) == {"prefill"} and kinds[-n_fed:] == ["decode"] * n_fed
+
+
+def test_a_new_turn_cancelled_before_it_starts_runs_no_forward_and_keeps_the_cache(backend):
+    second = second_turn(backend, "cancelled-turn")
+    before = state.cached_keys(backend, "cancelled-turn")
+    with state.forwards(backend) as kinds:
+        _, done = run(backend, second, lambda: True)
+    assert done.stop_reason == "cancelled" and kinds == []
+    assert state.cached_keys(backend, "cancelled-turn") == before
 
 
 def test_cancel_stops_within_one_step(backend):

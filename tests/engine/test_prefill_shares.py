@@ -1,5 +1,7 @@
 """How one step's prefill budget is split between the sessions offering chunks, and grouped into forwards."""
 
+import mlx.core as mx
+
 from realtime.engine.conversation_cache import ConversationCache
 from realtime.engine.prefill import TokenPiece
 from realtime.engine.scheduler import StepScheduler, equal_groups, fair_shares, prefill_in_steps
@@ -25,18 +27,46 @@ def test_equal_shares_go_through_one_forward():
     assert equal_groups([8, 8, 3, 8, 0]) == [(8, [0, 1, 3]), (3, [2])]
 
 
-def test_a_chunk_whose_request_is_closed_before_its_step_is_not_prefilled():
-    prefilled: list[list[ConversationCache]] = []
-    scheduler = StepScheduler(
+def prefill_only_scheduler(prefilled: list, ended: list | None = None) -> StepScheduler:
+    """Records each prefill forward's caches and tokens per row, and each prompt end's tokens; no model."""
+
+    def end(cache, pieces):
+        ended.append(sum(len(p) for p in pieces))
+        return mx.zeros((1, 4))
+
+    return StepScheduler(
         make_batch=None,
         step_alone=None,
         output_head=None,
         row_streams=[],
-        prefill_together=lambda caches, chunks: prefilled.append(list(caches)),
-        prefill_to_logits=None,
+        prefill_together=lambda caches, chunks: prefilled.append(
+            (list(caches), sum(len(p) for p in chunks[0]))
+        ),
+        prefill_to_logits=end,
         prefill_tokens_per_step=8,
         prefill_alone_tokens=8,
     )
+
+
+def test_prompt_ends_share_a_step_s_budget_and_the_rest_wait_for_the_next():
+    prefilled, ended = [], []
+    scheduler = prefill_only_scheduler(prefilled, ended)
+    sample = lambda logits: mx.argmax(logits, axis=-1)  # noqa: E731
+    tickets = [
+        scheduler.end_prompt(ConversationCache(list), [TokenPiece((1, 2, 3))], sample) for _ in range(3)
+    ]
+    scheduler.prefill(ConversationCache(list), [TokenPiece(tuple(range(20)))])
+    scheduler.run()
+    # Two prompt ends (6 tokens) fit the budget of 8; the chunk offered gets what they leave.
+    assert ended == [3, 3] and [n_tokens for _, n_tokens in prefilled] == [2]
+    assert [t.done for t in tickets] == [True, True, False]
+    scheduler.run()
+    assert ended == [3, 3, 3] and tickets[2].done
+
+
+def test_a_chunk_whose_request_is_closed_before_its_step_is_not_prefilled():
+    prefilled: list[tuple[list[ConversationCache], int]] = []
+    scheduler = prefill_only_scheduler(prefilled)
     kept, dropped = ConversationCache(list), ConversationCache(list)
     steps = {
         cache: prefill_in_steps(scheduler, cache, [TokenPiece((1, 2, 3))], lambda: False)
@@ -46,4 +76,4 @@ def test_a_chunk_whose_request_is_closed_before_its_step_is_not_prefilled():
         next(generator)  # each offers its chunk for the coming step
     steps[dropped].close()
     scheduler.run()
-    assert prefilled == [[kept]]
+    assert prefilled == [([kept], 3)]
