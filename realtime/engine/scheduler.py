@@ -204,8 +204,8 @@ class StepScheduler:
 
     def _admit_prompt_ends(self, budget: int) -> list[PromptEndTicket]:
         """The prompt ends this step runs, in the order they came, within its prefill budget (at least the
-        first); the others wait for the next step. Each runs whole, so they go before the chunks: the
-        answer a prompt end starts is what someone waits for now."""
+        first); the others wait for the next step. Each runs whole, and they take the budget before the
+        chunks do: the answer a prompt end starts is what someone waits for now."""
         admitted: list[PromptEndTicket] = []
         while self._prompt_ends and (
             not admitted or sum(t.n_tokens for t in admitted) + self._prompt_ends[0].n_tokens <= budget

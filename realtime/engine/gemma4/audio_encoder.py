@@ -76,7 +76,8 @@ class IncrementalAudioEncoder:
 
     def finish(self, last_samples: np.ndarray = _NO_SAMPLES) -> mx.array:
         # The last samples are only stored: one pass then encodes every row still to come, where pushing
-        # them first could cost a pass of its own (a pass costs about the same for 1 frame or 16 on a GPU).
+        # them first could cost a pass of its own (on an H200 at E2B shapes a pass at a turn's end took
+        # 30-41 ms, nearly all of it dispatching operations, whose number does not grow with the frames).
         self._buffer(last_samples)
         n_tokens = expected_n_tokens(self._processor, self._n_samples)
         rows = [self._emit(self._encode(n_tokens))] if n_tokens > self.n_tokens_emitted else []
